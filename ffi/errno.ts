@@ -1,0 +1,33 @@
+/**
+ * Names for the Linux errno values that socket calls made through FFI can
+ * report, so failures read `ENOTCONN` rather than a bare number.
+ *
+ * @module
+ */
+
+/** Linux errno numbers (x86_64 and aarch64 share these) mapped to their names. */
+export const ERRNO_NAMES: Readonly<Record<number, string>> = Object.freeze({
+  1: "EPERM",
+  2: "ENOENT",
+  4: "EINTR",
+  9: "EBADF",
+  11: "EAGAIN",
+  12: "ENOMEM",
+  13: "EACCES",
+  14: "EFAULT",
+  22: "EINVAL",
+  88: "ENOTSOCK",
+  92: "ENOPROTOOPT",
+  95: "EOPNOTSUPP",
+  97: "EAFNOSUPPORT",
+  105: "ENOBUFS",
+  107: "ENOTCONN",
+});
+
+/**
+ * Returns the symbolic name of an errno value, or `errno <n>` for values not
+ * in {@link ERRNO_NAMES}, so messages stay informative for rare errors.
+ */
+export function errnoName(errno: number): string {
+  return ERRNO_NAMES[errno] ?? `errno ${errno}`;
+}
