@@ -1,0 +1,236 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import {
+  AF_INET,
+  AF_INET6,
+  canonicalAddress,
+  decodeSockaddr,
+  encodeSockaddrIn,
+  encodeSockaddrIn6,
+  formatEndpoint,
+  formatIPv6,
+  isV4Mapped,
+  parseIPv4,
+  parseIPv6,
+} from "../ffi/sockaddr.ts";
+
+const bytes16 = fc.uint8Array({ minLength: 16, maxLength: 16 });
+// Addresses with long zero runs exercise the `::` rules far more often than uniform bytes.
+const groups8 = fc.array(
+  fc.oneof(fc.constant(0), fc.constant(0), fc.integer({ min: 0, max: 0xffff })),
+  {
+    minLength: 8,
+    maxLength: 8,
+  },
+);
+const v6Bytes = fc.oneof(
+  bytes16,
+  groups8.map((gs) => {
+    const out = new Uint8Array(16);
+    gs.forEach((g, i) => {
+      out[2 * i] = g >> 8;
+      out[2 * i + 1] = g & 0xff;
+    });
+    return out;
+  }),
+);
+const port = fc.integer({ min: 0, max: 65535 });
+
+/** WHATWG URL serialisation compresses IPv6 the RFC 5952 way (but prints v4-mapped in hex). */
+function urlCanonical(bytes: Uint8Array): string {
+  const full = Array.from(
+    { length: 8 },
+    (_, i) => ((bytes[2 * i] << 8) | bytes[2 * i + 1]).toString(16),
+  )
+    .join(":");
+  return new URL(`http://[${full}]/`).hostname.slice(1, -1);
+}
+
+Deno.test("sockaddr_in round trip", () => {
+  fc.assert(
+    fc.property(fc.uint8Array({ minLength: 4, maxLength: 4 }), port, (b, p) => {
+      const text = `${b[0]}.${b[1]}.${b[2]}.${b[3]}`;
+      const raw = encodeSockaddrIn(text, p);
+      assert.equal(raw.length, 16);
+      assert.deepEqual(decodeSockaddr(raw, raw.length), { family: 4, address: text, port: p });
+    }),
+  );
+});
+
+Deno.test("sockaddr_in layout: family in host order, port and address in network order", () => {
+  const raw = encodeSockaddrIn("198.18.0.99", 0x1f90);
+  assert.deepEqual([...raw.subarray(0, 8)], [AF_INET, 0, 0x1f, 0x90, 198, 18, 0, 99]);
+  const raw6 = encodeSockaddrIn6("2001:db8::1", 443, 7);
+  assert.deepEqual([...raw6.subarray(0, 4)], [AF_INET6, 0, 0x01, 0xbb]);
+  assert.deepEqual([...raw6.subarray(8, 12)], [0x20, 0x01, 0x0d, 0xb8]);
+  assert.equal(raw6[23], 1);
+  assert.equal(raw6[24], 7);
+});
+
+Deno.test("sockaddr_in6 round trip with RFC 5952 text", () => {
+  fc.assert(
+    fc.property(v6Bytes, port, (b, p) => {
+      const text = formatIPv6(b);
+      const raw = encodeSockaddrIn6(text, p);
+      assert.equal(raw.length, 28);
+      assert.deepEqual(decodeSockaddr(raw, raw.length), { family: 6, address: text, port: p });
+      assert.deepEqual(parseIPv6(text), b);
+    }),
+  );
+});
+
+Deno.test("formatIPv6 matches the WHATWG URL serialiser for non-mapped addresses", () => {
+  fc.assert(
+    fc.property(v6Bytes.filter((b) => !isV4Mapped(b)), (b) => {
+      assert.equal(formatIPv6(b), urlCanonical(b));
+      assert.equal(canonicalAddress(formatIPv6(b)), urlCanonical(b));
+    }),
+    { numRuns: 2000 },
+  );
+});
+
+Deno.test("canonicalAddress accepts non-canonical spellings of the same address", () => {
+  fc.assert(
+    fc.property(
+      v6Bytes.filter((b) => !isV4Mapped(b)),
+      fc.boolean(),
+      fc.boolean(),
+      (b, upper, pad) => {
+        let text = Array.from({ length: 8 }, (_, i) => {
+          const h = ((b[2 * i] << 8) | b[2 * i + 1]).toString(16);
+          return pad ? h.padStart(4, "0") : h;
+        }).join(":");
+        if (upper) text = text.toUpperCase();
+        assert.deepEqual(parseIPv6(text), b);
+        assert.equal(canonicalAddress(text), urlCanonical(b));
+        assert.equal(canonicalAddress(`[${text}]`), urlCanonical(b));
+      },
+    ),
+  );
+});
+
+Deno.test("v4-mapped addresses canonicalise to IPv4 in every spelling", () => {
+  for (
+    const text of [
+      "::ffff:127.0.0.1",
+      "::FFFF:127.0.0.1",
+      "::ffff:7f00:1",
+      "0:0:0:0:0:ffff:7f00:0001",
+      "[::ffff:127.0.0.1]",
+      "127.0.0.1",
+    ]
+  ) {
+    assert.equal(canonicalAddress(text), "127.0.0.1", text);
+  }
+  const mapped = parseIPv6("::ffff:198.18.0.99")!;
+  assert.ok(isV4Mapped(mapped));
+  // Deno prints v4-mapped peers this way; decodeSockaddr must agree before canonicalisation.
+  assert.equal(formatIPv6(mapped), "::ffff:198.18.0.99");
+  const raw = encodeSockaddrIn6("::ffff:198.18.0.99", 80);
+  assert.deepEqual(decodeSockaddr(raw, raw.length), {
+    family: 6,
+    address: "::ffff:198.18.0.99",
+    port: 80,
+  });
+  // Not mapped (IPv4-compatible, deprecated): stays IPv6.
+  assert.equal(canonicalAddress("::198.18.0.99"), "::c612:63");
+});
+
+Deno.test("canonicalAddress examples", () => {
+  assert.equal(canonicalAddress("2001:DB8:0:0:0:0:0:1"), "2001:db8::1");
+  assert.equal(canonicalAddress("2001:db8:0:0:1:0:0:1"), "2001:db8::1:0:0:1");
+  assert.equal(canonicalAddress("2001:db8::ff:0:0:0:1"), "2001:db8:0:ff::1");
+  assert.equal(canonicalAddress("2001:db8:0:1:1:1:1:1"), "2001:db8:0:1:1:1:1:1");
+  assert.equal(canonicalAddress("::"), "::");
+  assert.equal(canonicalAddress("::1"), "::1");
+  assert.equal(canonicalAddress("fe80::1%ETH0"), "fe80::1%ETH0");
+  assert.equal(canonicalAddress("Example.COM"), "example.com");
+  assert.equal(canonicalAddress("010.1.1.1"), "010.1.1.1");
+});
+
+Deno.test("parsers reject malformed text", () => {
+  for (
+    const bad of [
+      "",
+      ":",
+      ":::",
+      "1::2::3",
+      ":1::",
+      "1:2:3:4:5:6:7:8:9",
+      "1:2:3:4:5:6:7",
+      "1:2:3:4:5:6:7::8",
+      "12345::",
+      "g::",
+      "::1.2.3",
+      "::1.2.3.256",
+      "1.2.3.4::",
+      "::1.2.3.4:5",
+      "1:2:3:4:5:6:7:1.2.3.4",
+      " ::1",
+    ]
+  ) {
+    assert.equal(parseIPv6(bad), null, JSON.stringify(bad));
+  }
+  for (
+    const bad of [
+      "",
+      "1.2.3",
+      "1.2.3.4.5",
+      "256.1.1.1",
+      "01.1.1.1",
+      "1.1.1.-1",
+      "a.b.c.d",
+      "1..1.1",
+    ]
+  ) {
+    assert.equal(parseIPv4(bad), null, JSON.stringify(bad));
+  }
+  assert.deepEqual(
+    parseIPv6("1:2:3:4:5:6:1.2.3.4"),
+    new Uint8Array([0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 1, 2, 3, 4]),
+  );
+  assert.deepEqual(
+    parseIPv6("1:2:3:4:5:6:7::"),
+    new Uint8Array([0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 0, 6, 0, 7, 0, 0]),
+  );
+});
+
+Deno.test("encoders name bad input", () => {
+  assert.throws(() => encodeSockaddrIn("2001:db8::1", 80), /not an IPv4 address: "2001:db8::1"/);
+  assert.throws(() => encodeSockaddrIn6("198.18.0.1", 80), /not an IPv6 address: "198.18.0.1"/);
+  assert.throws(() => encodeSockaddrIn("198.18.0.1", 65536), /not a port number: 65536/);
+  assert.throws(() => encodeSockaddrIn6("::1", -1), /not a port number: -1/);
+});
+
+Deno.test("decodeSockaddr refuses truncated, oversized and foreign structures", () => {
+  const v4 = encodeSockaddrIn("198.18.0.1", 80);
+  const v6 = encodeSockaddrIn6("2001:db8::1", 80);
+  assert.equal(decodeSockaddr(v4, 15), null);
+  assert.equal(decodeSockaddr(v4, 17), null);
+  assert.equal(decodeSockaddr(v6, 23), null);
+  assert.notEqual(decodeSockaddr(v6, 24), null);
+  assert.equal(decodeSockaddr(v6, 1), null);
+  assert.equal(decodeSockaddr(v6, Number.NaN), null);
+  const unix = new Uint8Array(110);
+  unix[0] = 1; // AF_UNIX
+  assert.equal(decodeSockaddr(unix, unix.length), null);
+  // A sockaddr inside a larger buffer at an offset decodes from its own start.
+  const big = new Uint8Array(64);
+  big.set(v4, 8);
+  assert.deepEqual(decodeSockaddr(big.subarray(8), 16), {
+    family: 4,
+    address: "198.18.0.1",
+    port: 80,
+  });
+  fc.assert(
+    fc.property(fc.uint8Array({ maxLength: 128 }), fc.integer({ min: -1, max: 200 }), (b, n) => {
+      decodeSockaddr(b, n); // must never throw
+    }),
+  );
+});
+
+Deno.test("formatEndpoint", () => {
+  assert.equal(formatEndpoint("198.18.0.1", 80), "198.18.0.1:80");
+  assert.equal(formatEndpoint("2001:0db8::0001", 443), "[2001:db8::1]:443");
+  assert.equal(formatEndpoint("::ffff:198.18.1.10", 54321), "198.18.1.10:54321");
+});
