@@ -1,0 +1,312 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { contains, formatCidr, formatIp, type IpAddress, parseCidr, parseIp } from "../src/cidr.ts";
+
+function ip(text: string): IpAddress {
+  const r = parseIp(text, true);
+  if (!r.ok) throw new Error(r.reason);
+  return r.value;
+}
+
+function cidr(text: string) {
+  const r = parseCidr(text);
+  if (!r.ok) throw new Error(r.reason);
+  return r.value;
+}
+
+// --- BigInt reference implementation (independent of the byte-wise code under test) ---
+
+function toBig(bytes: Uint8Array): bigint {
+  let v = 0n;
+  for (const b of bytes) v = (v << 8n) | BigInt(b);
+  return v;
+}
+
+function refContains(net: bigint, prefix: number, addr: bigint, width: number): boolean {
+  const shift = BigInt(width - prefix);
+  return (net >> shift) === (addr >> shift);
+}
+
+function refMask(v: bigint, prefix: number, width: number): bigint {
+  const hostBits = BigInt(width - prefix);
+  return (v >> hostBits) << hostBits;
+}
+
+function v4Text(v: bigint): string {
+  return [24n, 16n, 8n, 0n].map((s) => String((v >> s) & 0xffn)).join(".");
+}
+
+/** Uncompressed IPv6 text, optionally zero-padded and upper-cased. */
+function v6FullText(v: bigint, pad: boolean, upper: boolean): string {
+  const groups: string[] = [];
+  for (let s = 112n; s >= 0n; s -= 16n) {
+    const g = ((v >> s) & 0xffffn).toString(16);
+    groups.push(pad ? g.padStart(4, "0") : g);
+  }
+  const t = groups.join(":");
+  return upper ? t.toUpperCase() : t;
+}
+
+const MAPPED_BASE = 0xffffn << 32n;
+const isMappedBig = (v: bigint) => (v >> 32n) === 0xffffn;
+
+const big32 = fc.bigInt({ min: 0n, max: (1n << 32n) - 1n });
+const big128 = fc.bigInt({ min: 0n, max: (1n << 128n) - 1n });
+
+// --- unit tests ---
+
+Deno.test("parseIp: IPv4 dotted quad", () => {
+  assert.deepEqual(ip("198.18.1.10"), { family: 4, bytes: new Uint8Array([198, 18, 1, 10]) });
+  assert.deepEqual(ip("0.0.0.0").bytes, new Uint8Array(4));
+  assert.deepEqual(ip("255.255.255.255").bytes, new Uint8Array([255, 255, 255, 255]));
+});
+
+Deno.test("parseIp: rejects malformed IPv4 with a reason naming the input", () => {
+  for (
+    const bad of [
+      "1.2.3",
+      "1.2.3.4.5",
+      "256.0.0.1",
+      "01.2.3.4",
+      "1.2.3.-4",
+      "1..2.3",
+      "",
+      " 1.2.3.4",
+      "a.b.c.d",
+      "1.2.3.4 ",
+    ]
+  ) {
+    const r = parseIp(bad);
+    assert.equal(r.ok, false, bad);
+    if (!r.ok) assert.ok(r.reason.includes(`"${bad}"`), r.reason);
+  }
+});
+
+Deno.test("parseIp: IPv6 forms", () => {
+  assert.equal(formatIp(ip("2001:db8::10")), "2001:db8::10");
+  assert.equal(formatIp(ip("2001:0DB8:0000:0000:0000:0000:0000:0010")), "2001:db8::10");
+  assert.equal(formatIp(ip("::")), "::");
+  assert.equal(formatIp(ip("::1")), "::1");
+  assert.equal(formatIp(ip("1::")), "1::");
+  assert.equal(formatIp(ip("1:2:3:4:5:6:7::")), "1:2:3:4:5:6:7:0");
+  assert.equal(formatIp(ip("64:ff9b::198.18.0.1")), "64:ff9b::c612:1");
+  assert.equal(formatIp(ip("::1.2.3.4")), "::102:304");
+  assert.equal(formatIp(ip("1:0:0:1:0:0:0:1")), "1:0:0:1::1"); // longest run wins
+  assert.equal(formatIp(ip("1:0:0:1:1:0:0:1")), "1::1:1:0:0:1"); // first of equal runs
+  assert.equal(formatIp(ip("1:0:1:1:1:1:1:1")), "1:0:1:1:1:1:1:1"); // a single zero is not compressed
+});
+
+Deno.test("parseIp: rejects malformed IPv6", () => {
+  for (
+    const bad of [
+      ":::",
+      "1::2::3",
+      "12345::",
+      "g::1",
+      "1:2:3:4:5:6:7:8:9",
+      "1:2:3:4:5:6:7",
+      "1:2:3:4:5:6:7:8::",
+      ":1::",
+      "1::2:",
+      "::1.2.3",
+      "::1.2.3.4:5",
+      "1:2:3:4:5:6:7:1.2.3.4",
+      "[::1]",
+      "fe80::1%eth0",
+    ]
+  ) {
+    assert.equal(parseIp(bad).ok, false, bad);
+  }
+});
+
+Deno.test("parseIp: zone index only when allowed", () => {
+  assert.equal(parseIp("fe80::1%eth0").ok, false);
+  assert.equal(formatIp(ip("fe80::1%eth0")), "fe80::1");
+});
+
+Deno.test("parseIp: IPv4-mapped IPv6 is IPv4", () => {
+  assert.deepEqual(ip("::ffff:198.18.1.10"), ip("198.18.1.10"));
+  assert.deepEqual(ip("::FFFF:c612:10a"), ip("198.18.1.10"));
+  // IPv4-compatible (deprecated) and NAT64 forms are not mapped: they stay IPv6.
+  assert.equal(ip("::198.18.1.10").family, 6);
+  assert.equal(ip("64:ff9b::198.18.1.10").family, 6);
+});
+
+Deno.test("parseCidr: accepts networks and bare hosts", () => {
+  assert.equal(formatCidr(cidr("10.1.0.0/16")), "10.1.0.0/16");
+  assert.equal(formatCidr(cidr("0.0.0.0/0")), "0.0.0.0/0");
+  assert.equal(formatCidr(cidr("198.18.1.10")), "198.18.1.10/32");
+  assert.equal(formatCidr(cidr("2001:DB8::/32")), "2001:db8::/32");
+  assert.equal(formatCidr(cidr("::/0")), "::/0");
+  assert.equal(formatCidr(cidr("2001:db8::1")), "2001:db8::1/128");
+  assert.equal(formatCidr(cidr(" 10.0.0.0/8 ")), "10.0.0.0/8");
+});
+
+Deno.test("parseCidr: host bits set is an error with a suggestion", () => {
+  const r = parseCidr("10.1.2.3/16");
+  assert.equal(r.ok, false);
+  if (!r.ok) {
+    assert.match(r.reason, /"10\.1\.2\.3\/16"/);
+    assert.match(r.reason, /host bits/);
+    assert.match(r.reason, /did you mean 10\.1\.0\.0\/16\?/);
+  }
+  const r6 = parseCidr("2001:db8::1/32");
+  assert.equal(r6.ok, false);
+  if (!r6.ok) assert.match(r6.reason, /did you mean 2001:db8::\/32\?/);
+});
+
+Deno.test("parseCidr: rejects bad prefixes and addresses", () => {
+  for (
+    const bad of [
+      "10.0.0.0/33",
+      "10.0.0.0/08",
+      "10.0.0.0/",
+      "10.0.0.0/-1",
+      "10.0.0.0/+8",
+      "10.0.0.0/8/8",
+      "10.0.0.0/ 8",
+      "::/129",
+      "::/1000",
+      "10.0.0/8",
+      "fe80::%eth0/64",
+      "",
+      "/8",
+    ]
+  ) {
+    const r = parseCidr(bad);
+    assert.equal(r.ok, false, bad);
+    if (!r.ok) assert.ok(r.reason.includes(`"${bad}"`), r.reason);
+  }
+});
+
+Deno.test("parseCidr: IPv4-mapped networks become IPv4, others stay IPv6", () => {
+  assert.equal(formatCidr(cidr("::ffff:10.0.0.0/104")), "10.0.0.0/8");
+  assert.equal(formatCidr(cidr("::ffff:0:0/96")), "0.0.0.0/0");
+  // A wider IPv6 network that happens to cover the mapped range stays IPv6 (families never mix).
+  assert.equal(cidr("::/80").family, 6);
+  assert.equal(contains(cidr("::/80"), ip("::ffff:10.2.3.4")), false);
+  const wide = parseCidr("::ffff:0:0/95");
+  assert.equal(wide.ok, false);
+  if (!wide.ok) assert.match(wide.reason, /did you mean ::fffe:0:0\/95\?/);
+  assert.equal(contains(cidr("::ffff:10.0.0.0/104"), ip("10.2.3.4")), true);
+});
+
+Deno.test("contains: basic IPv4/IPv6 membership and family separation", () => {
+  assert.equal(contains(cidr("10.1.0.0/16"), ip("10.1.255.255")), true);
+  assert.equal(contains(cidr("10.1.0.0/16"), ip("10.2.0.0")), false);
+  assert.equal(contains(cidr("10.1.2.0/23"), ip("10.1.3.9")), true);
+  assert.equal(contains(cidr("10.1.2.0/23"), ip("10.1.4.0")), false);
+  assert.equal(contains(cidr("0.0.0.0/0"), ip("198.18.0.1")), true);
+  assert.equal(contains(cidr("0.0.0.0/0"), ip("::1")), false);
+  assert.equal(contains(cidr("::/0"), ip("198.18.0.1")), false);
+  assert.equal(contains(cidr("::/0"), ip("::ffff:198.18.0.1")), false);
+  assert.equal(contains(cidr("198.18.0.0/15"), ip("::ffff:198.19.255.1")), true);
+  assert.equal(contains(cidr("2001:db8::/32"), ip("2001:db8:ffff::1")), true);
+  assert.equal(contains(cidr("2001:db8::/33"), ip("2001:db8:8000::1")), false);
+  assert.equal(contains(cidr("198.18.1.10"), ip("198.18.1.10")), true);
+  assert.equal(contains(cidr("198.18.1.10"), ip("198.18.1.11")), false);
+});
+
+// --- properties against the BigInt reference ---
+
+Deno.test("property: IPv4 contains agrees with the BigInt reference", () => {
+  fc.assert(
+    fc.property(big32, fc.integer({ min: 0, max: 32 }), big32, fc.nat({ max: 32 }), fc.boolean(), (
+      base,
+      prefix,
+      noise,
+      sharedBits,
+      mapped,
+    ) => {
+      const net = refMask(base, prefix, 32);
+      // Make the client share a random number of leading bits with the network so both outcomes occur.
+      const keep = refMask(net, sharedBits, 32);
+      const addr = keep | (noise & ((1n << BigInt(32 - sharedBits)) - 1n));
+      const c = cidr(`${v4Text(net)}/${prefix}`);
+      assert.equal(toBig(c.bytes), net);
+      const a = ip(mapped ? `::ffff:${v4Text(addr)}` : v4Text(addr));
+      assert.equal(contains(c, a), refContains(net, prefix, addr, 32));
+    }),
+    { numRuns: 2000 },
+  );
+});
+
+Deno.test("property: IPv6 contains agrees with the BigInt reference", () => {
+  fc.assert(
+    fc.property(
+      big128,
+      fc.integer({ min: 0, max: 128 }),
+      big128,
+      fc.nat({ max: 128 }),
+      fc.boolean(),
+      fc.boolean(),
+      (
+        base,
+        prefix,
+        noise,
+        sharedBits,
+        pad,
+        upper,
+      ) => {
+        const net = refMask(base, prefix, 128);
+        const keep = refMask(net, sharedBits, 128);
+        const addr = keep | (noise & ((1n << BigInt(128 - sharedBits)) - 1n));
+        const written = `${v6FullText(net, pad, upper)}/${prefix}`;
+        const r = parseCidr(written);
+        const netIsMappedRange = prefix >= 96 && isMappedBig(net);
+        assert.ok(r.ok, written);
+        const a = ip(v6FullText(addr, !pad, upper));
+        let expected = refContains(net, prefix, addr, 128);
+        if (!netIsMappedRange && isMappedBig(addr)) expected = false; // a mapped client is IPv4, outside any IPv6 network
+        assert.equal(contains(r.value, a), expected);
+      },
+    ),
+    { numRuns: 2000 },
+  );
+});
+
+Deno.test("property: host bits set is always rejected, never silently masked", () => {
+  fc.assert(
+    fc.property(fc.boolean(), big128, fc.integer({ min: 0, max: 127 }), (v6, raw, p) => {
+      const width = v6 ? 128 : 32;
+      const prefix = p % width;
+      const value = raw & ((1n << BigInt(width)) - 1n);
+      const text = v6 ? v6FullText(value, false, false) : v4Text(value);
+      const r = parseCidr(`${text}/${prefix}`);
+      const hostBitsSet = refMask(value, prefix, width) !== value;
+      assert.equal(r.ok, !hostBitsSet);
+      if (!r.ok) assert.match(r.reason, /did you mean/);
+    }),
+    { numRuns: 2000 },
+  );
+});
+
+Deno.test("property: IPv6 formatting matches the WHATWG URL serializer and round-trips", () => {
+  // Sparse values exercise zero-run compression; dense ones the plain path.
+  const sparse = fc.array(fc.constantFrom(0, 0, 0, 1, 0xffff, 0xdb8), {
+    minLength: 8,
+    maxLength: 8,
+  })
+    .map((gs) => gs.reduce((acc, g) => (acc << 16n) | BigInt(g), 0n));
+  fc.assert(
+    fc.property(fc.oneof(sparse, big128), (v) => {
+      fc.pre(!isMappedBig(v)); // mapped addresses are IPv4 by design
+      const full = v6FullText(v, true, false);
+      const parsed = ip(full);
+      const formatted = formatIp(parsed);
+      const whatwg = new URL(`http://[${full}]/`).hostname.slice(1, -1);
+      assert.equal(formatted, whatwg);
+      assert.equal(toBig(ip(formatted).bytes), v);
+    }),
+    { numRuns: 2000 },
+  );
+});
+
+Deno.test("property: mapped IPv4 clients equal their IPv4 form", () => {
+  fc.assert(
+    fc.property(big32, (v) => {
+      const viaMapped = ip(v6FullText(MAPPED_BASE | v, false, false));
+      assert.deepEqual(viaMapped, ip(v4Text(v)));
+    }),
+  );
+});
