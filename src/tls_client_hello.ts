@@ -1,0 +1,345 @@
+/**
+ * Incremental, allocation-light parser for the first TLS handshake message a
+ * client sends (the ClientHello), used to read the SNI without decrypting.
+ *
+ * The caller accumulates bytes across TCP reads and calls
+ * {@linkcode parseClientHello} again with the growing buffer until the result
+ * is no longer `incomplete`. The parser reassembles the handshake message
+ * across TLS records (RFC 8446 §5.1) and denies on doubt: anything not
+ * strictly well formed is `invalid`, as early as the bytes seen prove it.
+ *
+ * @module
+ */
+
+/**
+ * Most bytes read from the wire (record headers included) before giving up on
+ * a ClientHello. Real hellos are under 2 KiB, even with post-quantum key
+ * shares; this bound keeps a slow or hostile client from holding memory.
+ */
+export const MAX_CLIENT_HELLO_BYTES = 65536;
+
+/**
+ * Outcome of {@linkcode parseClientHello}.
+ *
+ * - `incomplete`: every byte so far is consistent with a ClientHello; read more.
+ * - `hello`: a complete, well-formed ClientHello. `serverName` is the single
+ *   host_name of the server_name extension (printable ASCII, not yet
+ *   validated as a DNS name) or `null` when absent; `alpn` lists the offered
+ *   protocol names (each byte mapped to one char, so nothing is lost); `ech`
+ *   tells whether an encrypted_client_hello extension is present (then
+ *   `serverName` is only the outer, public name); `bytesUsed` counts the
+ *   bytes up to the end of the record that completed the hello.
+ * - `invalid`: the bytes are not a ClientHello we accept; `reason` is a
+ *   snake_case word such as `not_tls`, `unexpected_record`,
+ *   `bad_record_version`, `bad_record_length`, `not_client_hello`,
+ *   `too_large`, `trailing_handshake_data`, `truncated_client_hello`,
+ *   `bad_client_hello_version`, `bad_session_id`, `bad_cipher_suites`,
+ *   `bad_compression_methods`, `bad_extensions_length`,
+ *   `bad_extension_length`, `duplicate_extension`, `bad_server_name_list`,
+ *   `multiple_server_names`, `empty_server_name`, `invalid_server_name` or
+ *   `bad_alpn`.
+ */
+export type ClientHelloResult =
+  | { kind: "incomplete" }
+  | { kind: "hello"; serverName: string | null; alpn: string[]; ech: boolean; bytesUsed: number }
+  | { kind: "invalid"; reason: string };
+
+const CONTENT_TYPE_HANDSHAKE = 22;
+const HANDSHAKE_TYPE_CLIENT_HELLO = 1;
+const RECORD_HEADER_BYTES = 5;
+const HANDSHAKE_HEADER_BYTES = 4;
+const MAX_RECORD_LENGTH = 16384;
+const EXTENSION_SERVER_NAME = 0x0000;
+const EXTENSION_ALPN = 0x0010;
+const EXTENSION_ECH = 0xfe0d;
+const NAME_TYPE_HOST_NAME = 0;
+
+const INCOMPLETE: ClientHelloResult = Object.freeze({ kind: "incomplete" });
+
+function invalid(reason: string): ClientHelloResult {
+  return { kind: "invalid", reason };
+}
+
+/**
+ * Parses the ClientHello at the start of `bytes` (the first bytes a client
+ * sent on a TCP connection). Never throws, whatever the input; runs in time
+ * linear in `bytes.length` and looks at no more than
+ * {@linkcode MAX_CLIENT_HELLO_BYTES} of it.
+ */
+export function parseClientHello(bytes: Uint8Array): ClientHelloResult {
+  try {
+    return parseRecords(bytes);
+  } catch {
+    // Unreachable by construction (every read is bounds-checked); kept so a
+    // future bug denies the connection instead of crashing the proxy.
+    return invalid("parser_error");
+  }
+}
+
+function parseRecords(bytes: Uint8Array): ClientHelloResult {
+  const limit = Math.min(bytes.length, MAX_CLIENT_HELLO_BYTES);
+  if (limit === 0) return INCOMPLETE;
+
+  // The handshake message is usually in one record: use a view then, and copy
+  // into a buffer only when it spans several records.
+  let hs: Uint8Array | null = null;
+  let hsLength = 0;
+  let hsBuffer: Uint8Array | null = null;
+  let messageEnd = -1; // Length of the whole handshake message, once known.
+  let bytesUsed = -1;
+  let pos = 0;
+
+  while (pos < limit) {
+    if (bytes[pos] !== CONTENT_TYPE_HANDSHAKE) {
+      return invalid(pos === 0 ? "not_tls" : "unexpected_record");
+    }
+    if (pos + 1 < limit && bytes[pos + 1] !== 3) return invalid("bad_record_version");
+    if (pos + 2 < limit && bytes[pos + 2] > 4) return invalid("bad_record_version");
+    // A high length byte above 0x40 already proves a length over 2^14.
+    if (pos + 3 < limit && bytes[pos + 3] > MAX_RECORD_LENGTH >> 8) {
+      return invalid("bad_record_length");
+    }
+    if (pos + RECORD_HEADER_BYTES > limit) break;
+    const recordLength = (bytes[pos + 3] << 8) | bytes[pos + 4];
+    // RFC 8446 §5.1: zero-length handshake fragments are not allowed.
+    if (recordLength === 0 || recordLength > MAX_RECORD_LENGTH) {
+      return invalid("bad_record_length");
+    }
+    const fragmentStart = pos + RECORD_HEADER_BYTES;
+    const recordEnd = fragmentStart + recordLength;
+    const fragmentEnd = Math.min(limit, recordEnd);
+    const fragment = bytes.subarray(fragmentStart, fragmentEnd);
+    const hsBefore = hsLength;
+
+    if (hs === null) {
+      hs = fragment;
+    } else {
+      if (hsBuffer === null) {
+        hsBuffer = new Uint8Array(limit);
+        hsBuffer.set(hs);
+      }
+      hsBuffer.set(fragment, hsLength);
+      hs = hsBuffer.subarray(0, hsLength + fragment.length);
+    }
+    hsLength += fragment.length;
+
+    if (hsLength >= 1 && hs[0] !== HANDSHAKE_TYPE_CLIENT_HELLO) {
+      return invalid("not_client_hello");
+    }
+    if (messageEnd < 0 && hsLength >= HANDSHAKE_HEADER_BYTES) {
+      const bodyLength = (hs[1] << 16) | (hs[2] << 8) | hs[3];
+      messageEnd = HANDSHAKE_HEADER_BYTES + bodyLength;
+      if (minimumWireBytes(messageEnd) > MAX_CLIENT_HELLO_BYTES) return invalid("too_large");
+    }
+    // The ClientHello must be alone in the records carrying it: nothing else
+    // may be sent before the server answers, so extra bytes are suspicious.
+    if (messageEnd >= 0 && hsBefore + recordLength > messageEnd) {
+      return invalid("trailing_handshake_data");
+    }
+    if (fragmentEnd < recordEnd) break;
+    pos = recordEnd;
+    if (hsLength === messageEnd) {
+      bytesUsed = pos;
+      break;
+    }
+  }
+
+  if (hs !== null && hsLength >= 1) {
+    const body = parseBody(hs, messageEnd < 0 ? -1 : messageEnd);
+    if (body.kind === "invalid") return body;
+    if (body.kind === "hello" && bytesUsed >= 0) return { ...body, bytesUsed };
+  }
+  if (bytes.length >= MAX_CLIENT_HELLO_BYTES) return invalid("too_large");
+  return INCOMPLETE;
+}
+
+/** Fewest wire bytes that can carry a handshake message of `length` bytes. */
+function minimumWireBytes(length: number): number {
+  return length + RECORD_HEADER_BYTES * Math.ceil(length / MAX_RECORD_LENGTH);
+}
+
+type BodyResult =
+  | { kind: "incomplete" }
+  | { kind: "hello"; serverName: string | null; alpn: string[]; ech: boolean }
+  | { kind: "invalid"; reason: string };
+
+/**
+ * Bounds-checked reader over a possibly partial handshake message: `end` is
+ * where the message ends (known from its header), `available` how many of its
+ * bytes arrived. A read past `end` proves the message malformed; a read past
+ * `available` only means more bytes are needed.
+ */
+class Reader {
+  offset: number;
+  readonly available: number;
+  end: number;
+  constructor(readonly bytes: Uint8Array, offset: number, end: number) {
+    this.offset = offset;
+    this.end = end;
+    this.available = Math.min(bytes.length, end);
+  }
+  /** "ok" when `n` bytes can be read now, "short" or "bad" otherwise. */
+  need(n: number): "ok" | "short" | "bad" {
+    if (this.offset + n > this.end) return "bad";
+    if (this.offset + n > this.available) return "short";
+    return "ok";
+  }
+  u8(): number {
+    return this.bytes[this.offset++];
+  }
+  u16(): number {
+    const value = (this.bytes[this.offset] << 8) | this.bytes[this.offset + 1];
+    this.offset += 2;
+    return value;
+  }
+}
+
+function parseBody(hs: Uint8Array, messageEnd: number): BodyResult {
+  // Until the header is complete the end is unknown; the prefix is only
+  // checked for the handshake type, already done by the caller.
+  if (messageEnd < 0) return { kind: "incomplete" };
+  const r = new Reader(hs, HANDSHAKE_HEADER_BYTES, messageEnd);
+  const more = { kind: "incomplete" } as const;
+  const field = (n: number): "ok" | BodyResult => {
+    const status = r.need(n);
+    if (status === "ok") return "ok";
+    return status === "short" ? more : invalid("truncated_client_hello") as BodyResult;
+  };
+
+  let status = field(2);
+  if (status !== "ok") return status;
+  const version = r.u16();
+  // RFC 8446 §4.1.2: legacy_version is 0x0303 for TLS 1.2 and 1.3 clients.
+  if (version < 0x0300 || version > 0x0303) return invalid("bad_client_hello_version");
+
+  status = field(32);
+  if (status !== "ok") return status;
+  r.offset += 32;
+
+  status = field(1);
+  if (status !== "ok") return status;
+  const sessionIdLength = r.u8();
+  if (sessionIdLength > 32) return invalid("bad_session_id");
+  status = field(sessionIdLength);
+  if (status !== "ok") return status;
+  r.offset += sessionIdLength;
+
+  status = field(2);
+  if (status !== "ok") return status;
+  const cipherSuitesLength = r.u16();
+  if (cipherSuitesLength < 2 || cipherSuitesLength % 2 !== 0) return invalid("bad_cipher_suites");
+  if (r.need(cipherSuitesLength) === "bad") return invalid("bad_cipher_suites");
+  status = field(cipherSuitesLength);
+  if (status !== "ok") return status;
+  r.offset += cipherSuitesLength;
+
+  status = field(1);
+  if (status !== "ok") return status;
+  const compressionLength = r.u8();
+  if (compressionLength < 1 || r.need(compressionLength) === "bad") {
+    return invalid("bad_compression_methods");
+  }
+  status = field(compressionLength);
+  if (status !== "ok") return status;
+  r.offset += compressionLength;
+
+  // Extensions are optional before TLS 1.3 (RFC 5246 §7.4.1.2).
+  if (r.offset === messageEnd) return { kind: "hello", serverName: null, alpn: [], ech: false };
+  status = field(2);
+  if (status !== "ok") return status;
+  const extensionsLength = r.u16();
+  if (r.offset + extensionsLength !== messageEnd) return invalid("bad_extensions_length");
+
+  const seen = new Set<number>();
+  let serverName: string | null = null;
+  let alpn: string[] = [];
+  let ech = false;
+  while (r.offset < messageEnd) {
+    const header = r.need(4);
+    if (header === "bad") return invalid("bad_extension_length");
+    if (header === "short") return more;
+    const type = r.u16();
+    const length = r.u16();
+    if (seen.has(type)) return invalid("duplicate_extension");
+    seen.add(type);
+    const data = r.need(length);
+    if (data === "bad") return invalid("bad_extension_length");
+    if (data === "short") return more;
+    const start = r.offset;
+    r.offset += length;
+    const extension = hs.subarray(start, start + length);
+    if (type === EXTENSION_SERVER_NAME) {
+      const name = parseServerName(extension);
+      if (typeof name === "object" && name !== null) return name;
+      serverName = name;
+    } else if (type === EXTENSION_ALPN) {
+      const protocols = parseAlpn(extension);
+      if (protocols === null) return invalid("bad_alpn");
+      alpn = protocols;
+    } else if (type === EXTENSION_ECH) {
+      ech = true;
+    }
+  }
+  return { kind: "hello", serverName, alpn, ech };
+}
+
+/**
+ * Parses the server_name extension body (RFC 6066 §3). Returns the host name,
+ * `null` when the only entry is not a host_name, or an `invalid` result.
+ */
+function parseServerName(data: Uint8Array): string | null | BodyResult {
+  if (data.length < 2) return invalid("bad_server_name_list");
+  const listLength = (data[0] << 8) | data[1];
+  if (listLength !== data.length - 2 || listLength === 0) return invalid("bad_server_name_list");
+  let offset = 2;
+  let entries = 0;
+  let name: string | null = null;
+  while (offset < data.length) {
+    if (offset + 3 > data.length) return invalid("bad_server_name_list");
+    const nameType = data[offset];
+    const nameLength = (data[offset + 1] << 8) | data[offset + 2];
+    offset += 3;
+    if (offset + nameLength > data.length) return invalid("bad_server_name_list");
+    entries++;
+    // Several names would let a client show the policy one name and the
+    // server another: refuse outright.
+    if (entries > 1) return invalid("multiple_server_names");
+    if (nameType === NAME_TYPE_HOST_NAME) {
+      if (nameLength === 0) return invalid("empty_server_name");
+      name = printableAscii(data, offset, offset + nameLength);
+      if (name === null) return invalid("invalid_server_name");
+    }
+    offset += nameLength;
+  }
+  return name;
+}
+
+/** Decodes bytes that must all be printable ASCII (0x21..0x7e); else `null`. */
+function printableAscii(data: Uint8Array, start: number, end: number): string | null {
+  let text = "";
+  for (let i = start; i < end; i++) {
+    const byte = data[i];
+    if (byte < 0x21 || byte > 0x7e) return null;
+    text += String.fromCharCode(byte);
+  }
+  return text;
+}
+
+/** Parses the ALPN extension body (RFC 7301 §3.1); `null` when malformed. */
+function parseAlpn(data: Uint8Array): string[] | null {
+  if (data.length < 2) return null;
+  const listLength = (data[0] << 8) | data[1];
+  if (listLength !== data.length - 2 || listLength === 0) return null;
+  const protocols: string[] = [];
+  let offset = 2;
+  while (offset < data.length) {
+    const length = data[offset];
+    offset += 1;
+    if (length === 0 || offset + length > data.length) return null;
+    let protocol = "";
+    for (let i = offset; i < offset + length; i++) protocol += String.fromCharCode(data[i]);
+    protocols.push(protocol);
+    offset += length;
+  }
+  return protocols;
+}
