@@ -1,0 +1,331 @@
+/**
+ * Settings: one table that drives the CLI flags, the environment, the env file and `--help`.
+ * Precedence is flags > environment > env file > defaults. Loading is pure: the caller
+ * passes the arguments, the environment and a file reader, and gets a value or one message.
+ * @module
+ */
+
+import { parseArgs } from "node:util";
+import { parse as parseDotenv } from "dotenv";
+import { type Allowlist, parseAllowlist } from "./allowlist.ts";
+import { parseDuration } from "./duration.ts";
+
+/** Log levels accepted in `LOG_LEVEL` (and `RUST_LOG`, for users of the Rust original). */
+export type LogLevel = "trace" | "debug" | "info" | "warning" | "error";
+
+/** The proxy's validated configuration. */
+export interface Config {
+  readonly allowlist: Allowlist;
+  readonly httpPort: number;
+  readonly httpsPort: number;
+  readonly listenAddresses: readonly string[];
+  readonly logLevel: LogLevel;
+  readonly logFormat: "text" | "json";
+  readonly firstBytesTimeoutMs: number;
+  readonly connectTimeoutMs: number;
+  readonly idleTimeoutMs: number;
+  readonly drainTimeoutMs: number;
+  readonly maxConnections: number;
+  readonly maxConnectionsPerSource: number;
+  /** The env file that was read, if any (reloads read it again). */
+  readonly envFile: string | null;
+}
+
+/** The env file read when neither `--env-file` nor `ENV_FILE` names one and it exists. */
+export const DEFAULT_ENV_FILE = "/etc/proxy-please.env";
+
+type Raw = Record<string, string>;
+type Parsed<T> = { ok: true; value: T } | { ok: false; reason: string };
+
+interface Setting {
+  /** Environment and env-file key. */
+  readonly key: string;
+  readonly defaultValue: string;
+  readonly help: string;
+}
+
+/** Every setting the proxy reads, in `--help` order. */
+export const SETTINGS: readonly Setting[] = [
+  {
+    key: "ALLOWED_HOSTS",
+    defaultValue: "",
+    help: "Comma-separated allowlist: example.com (exact), *.example.com (one label below, not " +
+      "the apex). Empty denies everything.",
+  },
+  { key: "HTTP_PORT", defaultValue: "8080", help: "Port of the HTTP listener (Host checked)." },
+  { key: "HTTPS_PORT", defaultValue: "8443", help: "Port of the TLS listener (SNI checked)." },
+  {
+    key: "LISTEN_ADDRESS",
+    defaultValue: "::",
+    help: "Comma-separated listen addresses; :: is dual stack (IPv4 and IPv6).",
+  },
+  {
+    key: "LOG_LEVEL",
+    defaultValue: "info",
+    help: "trace, debug, info, warning or error. RUST_LOG is read when LOG_LEVEL is unset.",
+  },
+  { key: "LOG_FORMAT", defaultValue: "text", help: "text (one line per event) or json." },
+  {
+    key: "FIRST_BYTES_TIMEOUT",
+    defaultValue: "10s",
+    help: "Total time a client has to send its request head or ClientHello.",
+  },
+  { key: "CONNECT_TIMEOUT", defaultValue: "10s", help: "Time allowed to connect upstream." },
+  {
+    key: "IDLE_TIMEOUT",
+    defaultValue: "5m",
+    help: "A relayed connection with no bytes either way for this long is closed.",
+  },
+  {
+    key: "DRAIN_TIMEOUT",
+    defaultValue: "30s",
+    help: "On SIGTERM, how long connections in flight may finish before they are closed.",
+  },
+  {
+    key: "MAX_CONNECTIONS",
+    defaultValue: "10000",
+    help: "Connections held at once; more are refused at once, never queued.",
+  },
+  {
+    key: "MAX_CONNECTIONS_PER_SOURCE",
+    defaultValue: "0",
+    help: "Connections held at once per client address; 0 means no per-source limit.",
+  },
+];
+
+/**
+ * Keys the env file may hold for the firewall setup script; the proxy ignores them quietly
+ * (any other unknown key earns a warning, since it is most likely a typo).
+ */
+export const FIREWALL_KEYS: ReadonlySet<string> = new Set([
+  "REDIRECT_HTTP_PORTS",
+  "REDIRECT_TLS_PORTS",
+  "LAN_INTERFACE",
+  "PASS_THROUGH",
+  "IPTABLES",
+  "IP6TABLES",
+]);
+
+const ENV_ONLY_KEYS = new Set(["ENV_FILE", "RUST_LOG"]);
+
+/** `ALLOWED_HOSTS` → `--allowed-hosts`. */
+export function flagName(key: string): string {
+  return key.toLowerCase().replaceAll("_", "-");
+}
+
+/** What the command line asked for, besides settings. */
+export type Invocation =
+  | { kind: "run"; config: Config; warnings: string[] }
+  | { kind: "help"; text: string }
+  | { kind: "version" };
+
+/** Where settings come from; `readFile` returns null when the file does not exist. */
+export interface Sources {
+  readonly args: readonly string[];
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly readFile: (path: string) => string | null;
+}
+
+/** Raised for any bad setting; the message names the bad value. Exit status 2. */
+export class ConfigError extends Error {
+  override name = "ConfigError";
+}
+
+/** Reads the command line, environment and env file into a Config, or throws ConfigError. */
+export function loadConfig(sources: Sources): Invocation {
+  const flags = parseFlags(sources.args);
+  if (flags.help) return { kind: "help", text: helpText() };
+  if (flags.version) return { kind: "version" };
+
+  const warnings: string[] = [];
+  const { path: envFile, explicit } = envFilePath(flags.values, sources.env);
+  let fileValues: Raw = {};
+  if (envFile !== null) {
+    const text = sources.readFile(envFile);
+    if (text === null && explicit) throw new ConfigError(`env file ${envFile} does not exist`);
+    if (text !== null) fileValues = parseEnvFile(text, envFile, warnings);
+  }
+
+  const raw: Raw = {};
+  for (const { key, defaultValue } of SETTINGS) {
+    raw[key] = flags.values[key] ?? sources.env[key] ?? fileValues[key] ?? defaultValue;
+  }
+  // RUST_LOG stands in for LOG_LEVEL only where LOG_LEVEL was given nowhere.
+  const rustLog = sources.env.RUST_LOG ?? fileValues.RUST_LOG;
+  const levelGiven = flags.values.LOG_LEVEL ?? sources.env.LOG_LEVEL ?? fileValues.LOG_LEVEL;
+  if (levelGiven === undefined && rustLog !== undefined) raw.LOG_LEVEL = levelFromRustLog(rustLog);
+
+  return { kind: "run", config: buildConfig(raw, envFile), warnings };
+}
+
+/** Parses an env file's text (KEY=VALUE, quotes and comments as dotenv reads them). */
+export function parseEnvFile(text: string, path: string, warnings: string[]): Raw {
+  const values = parseDotenv(text) as Raw;
+  const known = new Set(SETTINGS.map((s) => s.key));
+  for (const key of Object.keys(values)) {
+    if (!known.has(key) && !FIREWALL_KEYS.has(key) && !ENV_ONLY_KEYS.has(key)) {
+      warnings.push(`${path}: unknown setting ${key} ignored`);
+    }
+  }
+  return values;
+}
+
+function envFilePath(
+  flags: Raw,
+  env: Readonly<Record<string, string | undefined>>,
+): { path: string | null; explicit: boolean } {
+  const given = flags.ENV_FILE ?? env.ENV_FILE;
+  if (given === undefined) return { path: DEFAULT_ENV_FILE, explicit: false };
+  if (given === "") return { path: null, explicit: false };
+  return { path: given, explicit: true };
+}
+
+function parseFlags(args: readonly string[]): { values: Raw; help: boolean; version: boolean } {
+  const options: Record<string, { type: "string" | "boolean"; short?: string }> = {
+    help: { type: "boolean", short: "h" },
+    version: { type: "boolean", short: "V" },
+    "env-file": { type: "string" },
+  };
+  for (const { key } of SETTINGS) options[flagName(key)] = { type: "string" };
+  let parsed;
+  try {
+    parsed = parseArgs({ args: [...args], options, strict: true, allowPositionals: false });
+  } catch (error) {
+    throw new ConfigError(error instanceof Error ? error.message : String(error));
+  }
+  const values: Raw = {};
+  for (const [name, value] of Object.entries(parsed.values)) {
+    if (typeof value === "string") values[name.toUpperCase().replaceAll("-", "_")] = value;
+  }
+  return {
+    values,
+    help: parsed.values.help === true,
+    version: parsed.values.version === true,
+  };
+}
+
+const LEVELS: readonly LogLevel[] = ["trace", "debug", "info", "warning", "error"];
+
+function parseLevel(text: string): Parsed<LogLevel> {
+  const word = text.trim().toLowerCase();
+  const level = word === "warn" ? "warning" : word;
+  return (LEVELS as readonly string[]).includes(level)
+    ? { ok: true, value: level as LogLevel }
+    : { ok: false, reason: `LOG_LEVEL ${JSON.stringify(text)} is not one of ${LEVELS.join(", ")}` };
+}
+
+/** `RUST_LOG=proxy_please=debug,info` → the first bare or targeted level it names. */
+export function levelFromRustLog(text: string): string {
+  for (const item of text.split(",")) {
+    const level = item.slice(item.lastIndexOf("=") + 1).trim();
+    if (parseLevel(level).ok) return level;
+  }
+  return text;
+}
+
+function parsePort(key: string, text: string): Parsed<number> {
+  const n = /^\s*\d{1,5}\s*$/.test(text) ? Number(text) : NaN;
+  return n >= 1 && n <= 65535
+    ? { ok: true, value: n }
+    : { ok: false, reason: `${key} ${JSON.stringify(text)} is not a port (1-65535)` };
+}
+
+function parseCount(key: string, text: string, min: number): Parsed<number> {
+  const n = /^\s*\d{1,9}\s*$/.test(text) ? Number(text) : NaN;
+  return n >= min
+    ? { ok: true, value: n }
+    : { ok: false, reason: `${key} ${JSON.stringify(text)} is not a whole number >= ${min}` };
+}
+
+const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
+
+/** True for an IPv4 or IPv6 address literal (no brackets, no zone). */
+export function isIpAddress(text: string): boolean {
+  if (IPV4.test(text)) return true;
+  if (!/^[0-9a-fA-F:.]+$/.test(text) || !text.includes(":")) return false;
+  try {
+    return new URL(`http://[${text}]/`).hostname.length > 2;
+  } catch {
+    return false;
+  }
+}
+
+function parseListen(text: string): Parsed<string[]> {
+  const addresses = text.split(",").map((a) => a.trim()).filter((a) => a !== "");
+  if (addresses.length === 0) return { ok: false, reason: "LISTEN_ADDRESS is empty" };
+  const bad = addresses.find((a) => !isIpAddress(a));
+  return bad === undefined
+    ? { ok: true, value: addresses }
+    : { ok: false, reason: `LISTEN_ADDRESS ${JSON.stringify(bad)} is not an IP address` };
+}
+
+function parseFormat(text: string): Parsed<"text" | "json"> {
+  const word = text.trim().toLowerCase();
+  return word === "text" || word === "json"
+    ? { ok: true, value: word }
+    : { ok: false, reason: `LOG_FORMAT ${JSON.stringify(text)} is not text or json` };
+}
+
+function durationOf(key: string, text: string): Parsed<number> {
+  const result = parseDuration(text);
+  return result.ok
+    ? { ok: true, value: result.ms }
+    : { ok: false, reason: `${key} ${result.reason}` };
+}
+
+function must<T>(result: Parsed<T>): T {
+  if (!result.ok) throw new ConfigError(result.reason);
+  return result.value;
+}
+
+function buildConfig(raw: Raw, envFile: string | null): Config {
+  const list = parseAllowlist(raw.ALLOWED_HOSTS);
+  if (!list.ok) throw new ConfigError(`ALLOWED_HOSTS: ${list.reason}`);
+  const httpPort = must(parsePort("HTTP_PORT", raw.HTTP_PORT));
+  const httpsPort = must(parsePort("HTTPS_PORT", raw.HTTPS_PORT));
+  if (httpPort === httpsPort) {
+    throw new ConfigError(`HTTP_PORT and HTTPS_PORT are both ${httpPort}`);
+  }
+  return {
+    allowlist: list.allowlist,
+    httpPort,
+    httpsPort,
+    listenAddresses: must(parseListen(raw.LISTEN_ADDRESS)),
+    logLevel: must(parseLevel(raw.LOG_LEVEL)),
+    logFormat: must(parseFormat(raw.LOG_FORMAT)),
+    firstBytesTimeoutMs: must(durationOf("FIRST_BYTES_TIMEOUT", raw.FIRST_BYTES_TIMEOUT)),
+    connectTimeoutMs: must(durationOf("CONNECT_TIMEOUT", raw.CONNECT_TIMEOUT)),
+    idleTimeoutMs: must(durationOf("IDLE_TIMEOUT", raw.IDLE_TIMEOUT)),
+    drainTimeoutMs: must(durationOf("DRAIN_TIMEOUT", raw.DRAIN_TIMEOUT)),
+    maxConnections: must(parseCount("MAX_CONNECTIONS", raw.MAX_CONNECTIONS, 1)),
+    maxConnectionsPerSource: must(
+      parseCount("MAX_CONNECTIONS_PER_SOURCE", raw.MAX_CONNECTIONS_PER_SOURCE, 0),
+    ),
+    envFile,
+  };
+}
+
+/** The `--help` text, generated from SETTINGS so it cannot drift from what is read. */
+export function helpText(): string {
+  const lines = [
+    "proxy-please: transparent egress allowlist proxy (HTTP Host and TLS SNI)",
+    "",
+    "Usage: proxy-please [--setting value ...]",
+    "       proxy-please --help | --version",
+    "",
+    "Each setting is read from, in order of precedence: its flag, the environment variable,",
+    `the env file (--env-file or ENV_FILE; default ${DEFAULT_ENV_FILE} when it exists), the default.`,
+    "",
+  ];
+  for (const { key, defaultValue, help } of SETTINGS) {
+    lines.push(
+      `  --${flagName(key)}  ${key}  (default: ${defaultValue === "" ? "empty" : defaultValue})`,
+    );
+    lines.push(`      ${help}`);
+  }
+  lines.push(`  --env-file  ENV_FILE  (default: ${DEFAULT_ENV_FILE} if present; empty: none)`);
+  lines.push("      KEY=VALUE file with the settings above.");
+  lines.push("");
+  lines.push("Exit status: 0 after a clean stop, 1 on a start-up failure, 2 on bad configuration.");
+  return lines.join("\n");
+}

@@ -1,0 +1,146 @@
+/**
+ * Logging: one line per event to stdout, in the Rust original's text format or as JSON lines.
+ * Decision lines carry only metadata (addresses, names, reasons, byte counts), never payload.
+ * @module
+ */
+
+import {
+  configure,
+  dispose,
+  getLogger,
+  getStreamSink,
+  type Logger,
+  type LogRecord,
+} from "@logtape/logtape";
+import type { LogLevel } from "./config.ts";
+
+/** The fields of a decision or closing line, in the order the text format prints them. */
+export interface EventFields {
+  event: "ALLOWED" | "DENIED" | "CLOSED";
+  proto: "HTTP" | "HTTPS";
+  peer: string;
+  dst: string;
+  host?: string;
+  sni?: string;
+  alpn?: string;
+  reason?: string;
+  up?: number;
+  down?: number;
+  duration_ms?: number;
+  error?: string;
+}
+
+const FIELD_ORDER = [
+  "peer",
+  "dst",
+  "host",
+  "sni",
+  "alpn",
+  "reason",
+  "up",
+  "down",
+  "duration_ms",
+  "error",
+] as const;
+
+const LEVEL_WORD: Record<string, string> = {
+  trace: "TRACE",
+  debug: "DEBUG",
+  info: "INFO",
+  warning: "WARN",
+  error: "ERROR",
+  fatal: "FATAL",
+};
+
+/** Longest value a log line carries for one field: client-chosen names are capped. */
+const MAX_VALUE_CHARS = 256;
+
+/** Quotes a value that would break `key=value` parsing; escapes control characters. */
+export function formatValue(value: unknown): string {
+  let text = typeof value === "string" ? value : String(value);
+  if (text.length > MAX_VALUE_CHARS) text = text.slice(0, MAX_VALUE_CHARS) + "…";
+  return /^[\x21-\x7e]+$/.test(text) && !/["=\\]/.test(text) ? text : JSON.stringify(text);
+}
+
+function renderMessage(record: LogRecord): string {
+  return record.message.map((part) => typeof part === "string" ? part : formatValue(part)).join("");
+}
+
+/** `2026-04-23T10:00:01Z INFO ALLOWED HTTP peer=… dst=… host=…` */
+export function formatTextLine(record: LogRecord): string {
+  const time = new Date(record.timestamp).toISOString().slice(0, 19) + "Z";
+  const props = record.properties as Record<string, unknown>;
+  let line = `${time} ${LEVEL_WORD[record.level] ?? record.level.toUpperCase()} `;
+  if (typeof props.event === "string") {
+    line += `${props.event} ${props.proto}`;
+    for (const key of FIELD_ORDER) {
+      if (props[key] !== undefined) line += ` ${key}=${formatValue(props[key])}`;
+    }
+    for (const [key, value] of Object.entries(props)) {
+      if (key !== "event" && key !== "proto" && !(FIELD_ORDER as readonly string[]).includes(key)) {
+        if (value !== undefined) line += ` ${key}=${formatValue(value)}`;
+      }
+    }
+  } else {
+    line += renderMessage(record);
+    // Properties the message already shows are not repeated.
+    const template = typeof record.rawMessage === "string" ? record.rawMessage : "";
+    for (const [key, value] of Object.entries(props)) {
+      if (value !== undefined && !template.includes(`{${key}}`)) {
+        line += ` ${key}=${formatValue(value)}`;
+      }
+    }
+  }
+  return line + "\n";
+}
+
+/** The same fields as one JSON object per line. */
+export function formatJsonLine(record: LogRecord): string {
+  const props = record.properties as Record<string, unknown>;
+  const out: Record<string, unknown> = {
+    time: new Date(record.timestamp).toISOString(),
+    level: LEVEL_WORD[record.level] ?? record.level.toUpperCase(),
+  };
+  if (typeof props.event !== "string") out.message = renderMessage(record);
+  for (const [key, value] of Object.entries(props)) {
+    if (value !== undefined) {
+      out[key] = typeof value === "string" && value.length > MAX_VALUE_CHARS
+        ? value.slice(0, MAX_VALUE_CHARS) + "…"
+        : value;
+    }
+  }
+  return JSON.stringify(out) + "\n";
+}
+
+/** The project's logger; everything logs through it. */
+export const log: Logger = getLogger(["proxy-please"]);
+
+/** Logs one decision or closing line at INFO. */
+export function logEvent(fields: EventFields): void {
+  log.info("{event} {proto}", fields as unknown as Record<string, unknown>);
+}
+
+/**
+ * Sends the logger to stdout in the chosen format. Writes are buffered and flushed shortly
+ * after, so a slow reader of stdout cannot stall the relay; call `closeLogging` before exit.
+ */
+export async function setupLogging(level: LogLevel, format: "text" | "json"): Promise<void> {
+  await configure({
+    reset: true,
+    sinks: {
+      stdout: getStreamSink(Deno.stdout.writable, {
+        formatter: format === "json" ? formatJsonLine : formatTextLine,
+        nonBlocking: { bufferSize: 256, flushInterval: 20 },
+      }),
+    },
+    loggers: [
+      { category: ["proxy-please"], lowestLevel: level, sinks: ["stdout"] },
+      { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stdout"] },
+    ],
+  });
+}
+
+/** Flushes buffered lines. */
+export async function closeLogging(): Promise<void> {
+  await dispose();
+}

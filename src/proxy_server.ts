@@ -1,0 +1,228 @@
+/**
+ * The listeners and their accept loops: connection limits, the per-connection handler, and a
+ * graceful stop that drains connections in flight.
+ * @module
+ */
+
+import type { Libc } from "../ffi/libc.ts";
+import { canonicalAddress } from "../ffi/sockaddr.ts";
+import type { Config } from "./config.ts";
+import { handleConnection, type Proto } from "./connection.ts";
+import { log, logEvent } from "./log.ts";
+import { closeQuietly, errorName } from "./relay.ts";
+
+/** Start-up failure of a listener; the message names the address and port. */
+export class ListenError extends Error {
+  override name = "ListenError";
+}
+
+/** How long to pause an accept loop after an accept error (e.g. out of file descriptors). */
+const ACCEPT_ERROR_PAUSE_MS = 100;
+const LOCAL_ADDRESS_REFRESH_MS = 60_000;
+
+/** The running proxy: bound listeners, live connection counts and the current config. */
+export class ProxyServer {
+  #config: Config;
+  readonly #libc: Libc;
+  readonly #fdSymbol: symbol;
+  readonly #listeners: { listener: Deno.TcpListener; proto: Proto }[] = [];
+  readonly #active = new Set<Promise<void>>();
+  readonly #perSource = new Map<string, number>();
+  readonly #upstreamEndpoints = new Set<string>();
+  readonly #stop = new AbortController();
+  #localAddresses = new Set<string>();
+  #accepting = false;
+  #limitLogged = 0;
+
+  constructor(config: Config, libc: Libc, fdSymbol: symbol) {
+    this.#config = config;
+    this.#libc = libc;
+    this.#fdSymbol = fdSymbol;
+  }
+
+  /** The configuration new connections get. */
+  get config(): Config {
+    return this.#config;
+  }
+
+  /** Applies a new configuration to connections accepted from now on. */
+  set config(config: Config) {
+    this.#config = config;
+  }
+
+  /** Connections being handled now. */
+  get activeConnections(): number {
+    return this.#active.size;
+  }
+
+  /** The bound listeners' addresses. */
+  get addresses(): { proto: Proto; addr: Deno.NetAddr }[] {
+    return this.#listeners.map(({ listener, proto }) => ({ proto, addr: listener.addr }));
+  }
+
+  /** Binds every listener, or none: a failure closes those already bound. */
+  listen(): void {
+    const { listenAddresses, httpPort, httpsPort } = this.#config;
+    try {
+      for (const hostname of listenAddresses) {
+        for (const [proto, port] of [["HTTP", httpPort], ["HTTPS", httpsPort]] as const) {
+          this.#listeners.push({ listener: bind(hostname, port), proto });
+        }
+      }
+    } catch (error) {
+      for (const { listener } of this.#listeners) listener.close();
+      this.#listeners.length = 0;
+      throw error;
+    }
+    this.#refreshLocalAddresses();
+  }
+
+  /** Runs the accept loops until `stopAccepting`; resolves when they have all ended. */
+  async serve(): Promise<void> {
+    this.#accepting = true;
+    // Addresses come and go (DHCP, hot-plugged NICs); the loop check follows them.
+    const refresh = setInterval(() => this.#refreshLocalAddresses(), LOCAL_ADDRESS_REFRESH_MS);
+    try {
+      await Promise.all(
+        this.#listeners.map(({ listener, proto }) => this.#acceptLoop(listener, proto)),
+      );
+    } finally {
+      clearInterval(refresh);
+    }
+  }
+
+  /** Closes the listeners: new connections are refused by the kernel from now on. */
+  stopAccepting(): void {
+    this.#accepting = false;
+    for (const { listener } of this.#listeners) {
+      try {
+        listener.close();
+      } catch {
+        // Already closed.
+      }
+    }
+  }
+
+  /**
+   * Waits up to `timeoutMs` for connections in flight to finish, then aborts the rest.
+   * Resolves with the number that had to be aborted.
+   */
+  async drain(timeoutMs: number): Promise<number> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<"timeout">((resolve) =>
+      timer = setTimeout(() => resolve("timeout"), timeoutMs)
+    );
+    while (this.#active.size > 0) {
+      const outcome = await Promise.race([Promise.race(this.#active), timeout]);
+      if (outcome === "timeout") break;
+    }
+    clearTimeout(timer);
+    const left = this.#active.size;
+    if (left > 0) {
+      this.#stop.abort();
+      await Promise.allSettled([...this.#active]);
+    }
+    return left;
+  }
+
+  async #acceptLoop(listener: Deno.TcpListener, proto: Proto): Promise<void> {
+    while (this.#accepting) {
+      let conn: Deno.TcpConn;
+      try {
+        conn = await listener.accept();
+      } catch (error) {
+        if (!this.#accepting || error instanceof Deno.errors.BadResource) return;
+        log.error("accept failed on {proto} listener: {error}", { proto, error: errorName(error) });
+        await new Promise((resolve) => setTimeout(resolve, ACCEPT_ERROR_PAUSE_MS));
+        continue;
+      }
+      this.#admit(conn, proto);
+    }
+  }
+
+  #admit(conn: Deno.TcpConn, proto: Proto): void {
+    const config = this.#config;
+    const source = canonicalAddress(conn.remoteAddr.hostname);
+    const fromSource = this.#perSource.get(source) ?? 0;
+    if (
+      this.#active.size >= config.maxConnections ||
+      (config.maxConnectionsPerSource > 0 && fromSource >= config.maxConnectionsPerSource)
+    ) {
+      // Refused at once, never queued. Logged at most once a second: a flood must not
+      // turn into a flood of log lines.
+      closeQuietly(conn);
+      const now = Date.now();
+      if (now - this.#limitLogged >= 1000) {
+        this.#limitLogged = now;
+        logEvent({
+          event: "DENIED",
+          proto,
+          peer: source,
+          dst: "-",
+          reason: this.#active.size >= config.maxConnections
+            ? "too_many_connections"
+            : "too_many_from_source",
+        });
+      }
+      return;
+    }
+    this.#perSource.set(source, fromSource + 1);
+    const task = handleConnection(conn, proto, {
+      config,
+      libc: this.#libc,
+      fdSymbol: this.#fdSymbol,
+      isOwnListener: (address, port) => this.#isOwnListener(address, port),
+      upstreamEndpoints: this.#upstreamEndpoints,
+      stopSignal: this.#stop.signal,
+    }).finally(() => {
+      this.#active.delete(task);
+      const left = (this.#perSource.get(source) ?? 1) - 1;
+      if (left === 0) this.#perSource.delete(source);
+      else this.#perSource.set(source, left);
+    });
+    this.#active.add(task);
+  }
+
+  #isOwnListener(address: string, port: number): boolean {
+    if (!this.#listeners.some(({ listener }) => listener.addr.port === port)) return false;
+    const canonical = canonicalAddress(address);
+    return isLoopbackOrUnspecified(canonical) || this.#localAddresses.has(canonical);
+  }
+
+  #refreshLocalAddresses(): void {
+    const addresses = new Set<string>();
+    try {
+      for (const nic of Deno.networkInterfaces()) addresses.add(canonicalAddress(nic.address));
+    } catch {
+      // Without --allow-sys the loop check falls back to loopback and the unspecified address.
+    }
+    for (const { listener } of this.#listeners) {
+      addresses.add(canonicalAddress(listener.addr.hostname));
+    }
+    this.#localAddresses = addresses;
+  }
+}
+
+function isLoopbackOrUnspecified(address: string): boolean {
+  return address.startsWith("127.") || address === "::1" || address === "::" ||
+    address === "0.0.0.0";
+}
+
+function bind(hostname: string, port: number): Deno.TcpListener {
+  try {
+    return Deno.listen({ hostname, port, transport: "tcp" });
+  } catch (error) {
+    // A host with IPv6 disabled cannot bind the dual-stack default; serve IPv4 rather than fail.
+    if (hostname === "::" && !(error instanceof Deno.errors.AddrInUse)) {
+      log.warn("IPv6 unavailable ({error}); listening on 0.0.0.0:{port} only", {
+        error: errorName(error),
+        port,
+      });
+      return bind("0.0.0.0", port);
+    }
+    const where = hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
+    throw new ListenError(
+      `cannot listen on ${where}: ${error instanceof Error ? error.message : error}`,
+    );
+  }
+}

@@ -1,0 +1,116 @@
+/**
+ * The byte relay between a client and its upstream: one read/write loop per direction,
+ * half-close carried across with `closeWrite()`, an idle deadline over both directions.
+ *
+ * Not `readable.pipeTo(writable)`: that closes both sockets fully at EOF (no half-close)
+ * and allocates a fresh chunk per read.
+ * @module
+ */
+
+/** What a finished relay moved, and why it ended. */
+export interface RelayResult {
+  /** Bytes from client to upstream. */
+  up: number;
+  /** Bytes from upstream to client. */
+  down: number;
+  /** Why it ended early, if it did: `idle_timeout`, `aborted` or a socket error name. */
+  error?: string;
+}
+
+/** Options of `relay`. */
+export interface RelayOptions {
+  /** Close both sides after this long with no byte either way. */
+  idleTimeoutMs: number;
+  /** Ends the relay at once (graceful stop past its drain period). */
+  signal?: AbortSignal;
+}
+
+/** Idle connections hold a small buffer; a direction that fills it moves up to the large one. */
+const SMALL_BUFFER = 16 * 1024;
+const LARGE_BUFFER = 128 * 1024;
+
+/**
+ * Relays until both directions have reached EOF, either side fails, the idle deadline
+ * passes or the signal aborts; then closes both connections. Never rejects.
+ */
+export async function relay(
+  client: Deno.Conn,
+  upstream: Deno.Conn,
+  options: RelayOptions,
+): Promise<RelayResult> {
+  const result: RelayResult = { up: 0, down: 0 };
+  let lastActivity = Date.now();
+  let closed = false;
+
+  const closeBoth = (why?: string) => {
+    if (closed) return;
+    closed = true;
+    if (why !== undefined && result.error === undefined) result.error = why;
+    closeQuietly(client);
+    closeQuietly(upstream);
+  };
+
+  const pump = async (from: Deno.Conn, to: Deno.Conn, count: (n: number) => void) => {
+    let buffer = new Uint8Array(SMALL_BUFFER);
+    try {
+      while (true) {
+        const n = await from.read(buffer);
+        if (n === null) break;
+        lastActivity = Date.now();
+        let written = 0;
+        while (written < n) written += await to.write(buffer.subarray(written, n));
+        count(n);
+        if (n === buffer.length && buffer.length < LARGE_BUFFER) {
+          buffer = new Uint8Array(LARGE_BUFFER);
+        }
+      }
+      // EOF: pass the half-close on and let the other direction finish on its own.
+      await to.closeWrite();
+    } catch (error) {
+      closeBoth(closed ? undefined : errorName(error));
+    }
+  };
+
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const armIdle = (delay: number) => {
+    timer = setTimeout(() => {
+      const idleFor = Date.now() - lastActivity;
+      if (idleFor >= options.idleTimeoutMs) closeBoth("idle_timeout");
+      else armIdle(options.idleTimeoutMs - idleFor);
+    }, delay);
+  };
+  armIdle(options.idleTimeoutMs);
+  const onAbort = () => closeBoth("aborted");
+  options.signal?.addEventListener("abort", onAbort, { once: true });
+  if (options.signal?.aborted) onAbort();
+
+  try {
+    await Promise.all([
+      pump(client, upstream, (n) => result.up += n),
+      pump(upstream, client, (n) => result.down += n),
+    ]);
+  } finally {
+    clearTimeout(timer);
+    options.signal?.removeEventListener("abort", onAbort);
+    closeBoth();
+  }
+  return result;
+}
+
+/** Closes a connection, ignoring "already closed". */
+export function closeQuietly(conn: Deno.Conn): void {
+  try {
+    conn.close();
+  } catch {
+    // Already closed: nothing left to release.
+  }
+}
+
+/** A short, stable name for a socket error, for the closing log line. */
+export function errorName(error: unknown): string {
+  if (error instanceof Error) {
+    const code = (error as { code?: unknown }).code;
+    return typeof code === "string" ? code : error.name;
+  }
+  return "unknown";
+}
