@@ -61,11 +61,19 @@
  * that wants to close that gap can deny `opaqueAfter` heads it does not need
  * (e.g. anything but a WebSocket upgrade).
  *
+ * Every complete head is checked twice: by `parseHttpHead` (the same parser
+ * that decides a connection's first request, so reasons and Host semantics
+ * agree; its `host` is what {@link RequestHead.host} reports) and by this
+ * module's own framing scan, which is stricter still about framing. A head
+ * must pass both.
+ *
  * @module
  */
 
-/** Default and recommended bound for a request head, in bytes. */
-export const DEFAULT_MAX_HEAD_BYTES = 8192;
+import { type HttpHeadReason, MAX_HEAD_BYTES, parseHttpHead } from "./http_head.ts";
+
+/** Default bound for a request head, in bytes (also the most `parseHttpHead` accepts). */
+export const DEFAULT_MAX_HEAD_BYTES = MAX_HEAD_BYTES;
 /** Longest accepted chunk-size line (size, extensions and CRLF). */
 export const MAX_CHUNK_LINE_BYTES = 4096;
 
@@ -78,12 +86,11 @@ export interface RequestHead {
   /** Protocol version. */
   version: "HTTP/1.0" | "HTTP/1.1";
   /**
-   * The Host field value with surrounding whitespace removed; for an
-   * absolute-form or authority-form target, the target's authority if there
-   * is no Host field. `null` when there is neither (deny with `no_host`).
-   * Not normalized: run it through the hostname normalizer before the policy.
+   * The Host as `parseHttpHead` reports it: port and IPv6 brackets removed,
+   * NOT normalized (run `normalizeHostname` and the policy on it). A head
+   * without a usable Host is reported as `invalid` with reason `no_host`.
    */
-  host: string | null;
+  host: string;
   /** Stream offset of the head's first byte. */
   offset: number;
   /** Length of the head in bytes, final CRLFCRLF included. */
@@ -122,6 +129,9 @@ export type FramingInvalidReason =
   | "forbidden_trailer"
   | "trailer_too_large";
 
+/** Reasons of `invalid` events: this module's framing reasons or `parseHttpHead`'s. */
+export type TrackerInvalidReason = FramingInvalidReason | HttpHeadReason;
+
 /** One step of the tracker's output; see the module doc. */
 export type FramingEvent =
   | {
@@ -142,7 +152,7 @@ export type FramingEvent =
   | {
     /** Terminal: close the connection; `status` is the answer if one is still possible. */
     type: "invalid";
-    reason: FramingInvalidReason;
+    reason: TrackerInvalidReason;
     status: 400 | 431;
     /** Stream offset of the offending byte (or of the head start for head-level errors). */
     offset: number;
@@ -232,8 +242,8 @@ export class RequestFramingTracker {
   /** Creates a tracker positioned at the start of a request. */
   constructor(opts: FramingOptions = {}) {
     const max = opts.maxHeadBytes ?? DEFAULT_MAX_HEAD_BYTES;
-    if (!Number.isInteger(max) || max < 16) {
-      throw new RangeError(`maxHeadBytes must be an integer >= 16, got ${max}`);
+    if (!Number.isInteger(max) || max < 16 || max > MAX_HEAD_BYTES) {
+      throw new RangeError(`maxHeadBytes must be an integer in 16..${MAX_HEAD_BYTES}, got ${max}`);
     }
     this.#maxHeadBytes = max;
   }
@@ -336,13 +346,19 @@ export class RequestFramingTracker {
         this.#headBuffered = 0;
         this.#eol = 2;
         dataStart = i;
+        const verdict = parseHttpHead(bytes);
         const parsed = parseRequestHead(bytes, headOffset);
-        if ("reason" in parsed) {
-          dataStart = i; // the head is never reported as data
+        let failure: { reason: TrackerInvalidReason; status: 400 | 431 } | null = null;
+        if (verdict.kind === "invalid") failure = verdict;
+        else if (verdict.kind === "incomplete" || verdict.headLength !== bytes.length) {
+          failure = { reason: "malformed", status: 400 }; // the parsers disagree: deny
+        } else if ("reason" in parsed) failure = { reason: parsed.reason, status: 400 };
+        else parsed.host = verdict.host;
+        if (failure !== null || "reason" in parsed) {
           this.#invalid = {
             type: "invalid",
-            reason: parsed.reason,
-            status: 400,
+            reason: failure?.reason ?? "malformed",
+            status: failure?.status ?? 400,
             offset: headOffset,
           };
           this.#state = S_INVALID;
@@ -486,9 +502,11 @@ export class RequestFramingTracker {
 }
 
 /**
- * Parses one complete request head (ending in CRLFCRLF, already checked for
- * bare CR/LF) into a {@link RequestHead}, or the reason it is invalid.
- * Exported for tests and for callers that already hold a whole head.
+ * The tracker's own framing scan of one complete request head (ending in
+ * CRLFCRLF): a {@link RequestHead} (its `host` is the raw Host value, or the
+ * target's authority, or "") or the reason it is invalid. The tracker also
+ * runs `parseHttpHead` on every head; this scan adds framing facts (body
+ * kind, Content-Length, Upgrade) and stricter framing rules.
  */
 export function parseRequestHead(
   bytes: Uint8Array,
@@ -570,7 +588,7 @@ export function parseRequestHead(
     method,
     target,
     version,
-    host,
+    host: host ?? "",
     offset,
     length: bytes.length,
     body: chunked ? "chunked" : contentLength !== null ? "length" : "none",

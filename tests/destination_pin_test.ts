@@ -1,0 +1,212 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import { canonicalIp, decideDestination, isUnsafeAddress } from "../src/destination_pin.ts";
+
+const dst = (address: string, port = 443) => ({ address, port });
+const ok = (...addresses: string[]) => ({ ok: true as const, addresses });
+
+Deno.test("pin: original among the answers connects there", () => {
+  assert.deepEqual(decideDestination("pin", dst("198.19.0.10"), ok("198.19.0.11", "198.19.0.10")), {
+    ok: true,
+    connectTo: dst("198.19.0.10"),
+    mismatch: false,
+  });
+});
+
+Deno.test("pin: mismatch connects to the name's own address, same family and port", () => {
+  const r = ok("2001:db8::20", "198.19.0.20", "198.19.0.21");
+  assert.deepEqual(decideDestination("pin", dst("198.19.0.99", 8443), r), {
+    ok: true,
+    connectTo: dst("198.19.0.20", 8443),
+    mismatch: true,
+  });
+  assert.deepEqual(decideDestination("pin", dst("2001:db8::99"), r), {
+    ok: true,
+    connectTo: dst("2001:db8::20"),
+    mismatch: true,
+  });
+  // No answer of the original's family: any usable one.
+  assert.deepEqual(decideDestination("pin", dst("2001:db8::99"), ok("198.19.0.20")), {
+    ok: true,
+    connectTo: dst("198.19.0.20"),
+    mismatch: true,
+  });
+});
+
+Deno.test("strict: mismatch denies, match connects", () => {
+  assert.deepEqual(decideDestination("strict", dst("198.19.0.99"), ok("198.19.0.20")), {
+    ok: false,
+    reason: "dst_mismatch",
+  });
+  assert.deepEqual(decideDestination("strict", dst("198.19.0.20"), ok("198.19.0.20")), {
+    ok: true,
+    connectTo: dst("198.19.0.20"),
+    mismatch: false,
+  });
+});
+
+Deno.test("resolution failure or absence denies in pin and strict, not in off", () => {
+  for (const mode of ["pin", "strict"] as const) {
+    for (const r of [null, { ok: false as const, reason: "nxdomain" }]) {
+      assert.deepEqual(decideDestination(mode, dst("198.19.0.10"), r), {
+        ok: false,
+        reason: "resolve_failed",
+      });
+    }
+  }
+  assert.deepEqual(decideDestination("off", dst("198.19.0.10"), null), {
+    ok: true,
+    connectTo: dst("198.19.0.10"),
+    mismatch: false,
+  });
+});
+
+Deno.test("off: connects to the original but still reports a mismatch for the log", () => {
+  assert.deepEqual(decideDestination("off", dst("198.19.0.99"), ok("198.19.0.20")), {
+    ok: true,
+    connectTo: dst("198.19.0.99"),
+    mismatch: true,
+  });
+});
+
+Deno.test("unsafe answers are never used: a name resolving to loopback cannot loop the proxy", () => {
+  const unsafe = ok(
+    "127.0.0.1",
+    "0.0.0.0",
+    "::1",
+    "::",
+    "169.254.1.1",
+    "fe80::1",
+    "224.0.0.1",
+    "ff02::1",
+  );
+  assert.deepEqual(decideDestination("pin", dst("198.19.0.10"), unsafe), {
+    ok: false,
+    reason: "no_usable_address",
+  });
+  // Even if the client dialled that very address.
+  assert.deepEqual(decideDestination("pin", dst("127.0.0.1"), ok("127.0.0.1")), {
+    ok: false,
+    reason: "no_usable_address",
+  });
+  assert.deepEqual(decideDestination("strict", dst("127.0.0.1"), ok("127.0.0.1")), {
+    ok: false,
+    reason: "no_usable_address",
+  });
+  // Unsafe answers are skipped, usable ones still chosen.
+  assert.deepEqual(decideDestination("pin", dst("198.19.0.10"), ok("127.0.0.1", "198.19.0.30")), {
+    ok: true,
+    connectTo: dst("198.19.0.30"),
+    mismatch: true,
+  });
+});
+
+Deno.test("addresses compare in canonical form", () => {
+  assert.deepEqual(decideDestination("strict", dst("::ffff:198.19.0.10"), ok("198.19.0.10")), {
+    ok: true,
+    connectTo: dst("198.19.0.10"),
+    mismatch: false,
+  });
+  assert.deepEqual(
+    decideDestination("strict", dst("2001:DB8:0:0:0:0:0:10"), ok("2001:db8::10")),
+    { ok: true, connectTo: dst("2001:db8::10"), mismatch: false },
+  );
+  assert.deepEqual(decideDestination("strict", dst("not-an-ip"), ok("198.19.0.10")), {
+    ok: false,
+    reason: "dst_mismatch",
+  });
+});
+
+Deno.test("canonicalIp: spellings and rejections", () => {
+  const cases: [string, string | null][] = [
+    ["198.19.0.1", "198.19.0.1"],
+    ["::ffff:198.19.0.1", "198.19.0.1"],
+    ["::FFFF:C613:1", "198.19.0.1"],
+    ["2001:0db8:0000:0000:0000:0000:0000:0001", "2001:db8::1"],
+    ["2001:db8:0:0:1:0:0:1", "2001:db8::1:0:0:1"],
+    ["2001:db8:0:1:1:1:1:1", "2001:db8:0:1:1:1:1:1"],
+    ["::", "::"],
+    ["1::", "1::"],
+    ["1:2:3:4:5:6:7::", "1:2:3:4:5:6:7:0"],
+    ["64:ff9b::198.19.0.1", "64:ff9b::c613:1"],
+    ["198.019.0.1", null],
+    ["198.19.0.256", null],
+    ["198.19.0", null],
+    ["1::2::3", null],
+    ["1:2:3:4:5:6:7:8:9", null],
+    ["::1:2:3:4:5:6:7:8", null],
+    ["fe80::1%eth0", null],
+    ["[::1]", null],
+    ["", null],
+    ["example.com", null],
+  ];
+  for (const [input, want] of cases) assert.equal(canonicalIp(input), want, input);
+});
+
+Deno.test("canonicalIp agrees with the URL parser on random IPv6 addresses", () => {
+  fc.assert(
+    fc.property(fc.ipV6(), (a) => {
+      const c = canonicalIp(a);
+      assert.notEqual(c, null, a);
+      const viaUrl = new URL(`http://[${a}]/`).hostname.slice(1, -1);
+      // WHATWG serializes IPv4-mapped addresses in hex; map ours back for comparison.
+      if (c!.includes(":")) assert.equal(c, viaUrl, a);
+      else assert.equal(canonicalIp(viaUrl), c, a);
+      assert.equal(canonicalIp(c!), c, "idempotent");
+    }),
+  );
+  fc.assert(
+    fc.property(fc.ipV4(), (a) => {
+      assert.equal(canonicalIp(a), a);
+      assert.equal(canonicalIp(`::ffff:${a}`), a);
+    }),
+  );
+});
+
+Deno.test("isUnsafeAddress", () => {
+  for (
+    const a of [
+      "0.1.2.3",
+      "127.0.0.2",
+      "169.254.0.1",
+      "224.0.0.1",
+      "240.0.0.1",
+      "255.255.255.255",
+      "::",
+      "::1",
+      "fe80::1",
+      "febf::1",
+      "ff00::1",
+    ]
+  ) {
+    assert.equal(isUnsafeAddress(a), true, a);
+  }
+  for (const a of ["198.19.0.1", "10.0.0.1", "2001:db8::1", "fec0::1", "::2"]) {
+    assert.equal(isUnsafeAddress(a), false, a);
+  }
+});
+
+Deno.test("decideDestination never throws and pin always connects to a usable answer or the original", () => {
+  const addr = fc.oneof(fc.ipV4(), fc.ipV6(), fc.constantFrom("127.0.0.1", "::1", "junk", ""));
+  fc.assert(
+    fc.property(
+      fc.constantFrom("pin" as const, "strict" as const, "off" as const),
+      addr,
+      fc.integer({ min: 1, max: 65535 }),
+      fc.option(fc.array(addr, { maxLength: 6 })),
+      (mode, original, port, answers) => {
+        const r = answers === null ? null : ok(...answers);
+        const d = decideDestination(mode, { address: original, port }, r);
+        if (!d.ok) return;
+        assert.equal(d.connectTo.port, port);
+        if (mode === "off") return;
+        const usable = (answers ?? []).map(canonicalIp).filter((a) =>
+          a !== null && !isUnsafeAddress(a)
+        );
+        assert.ok(usable.includes(d.connectTo.address));
+        assert.equal(d.mismatch, canonicalIp(original) !== d.connectTo.address);
+        if (mode === "strict") assert.equal(d.mismatch, false);
+      },
+    ),
+  );
+});
