@@ -123,7 +123,8 @@ function readEnv(): string | undefined {
 }
 
 /**
- * Returns a {@linkcode Notifier} for `address` (default: `$NOTIFY_SOCKET`),
+ * Returns a {@linkcode Notifier} for `address` (default, also when passed
+ * `undefined`: `$NOTIFY_SOCKET`),
  * or `null` when it is unset or empty, i.e. not started by systemd with
  * `Type=notify`. An unusable address or a libc that cannot be loaded still
  * yields a notifier, whose sends fail and whose `lastError` says why, so the
