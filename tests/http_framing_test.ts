@@ -1,0 +1,401 @@
+import assert from "node:assert/strict";
+import fc from "fast-check";
+import {
+  type FramingEvent,
+  RequestFramingTracker,
+  type RequestHead,
+  scanRequestStream,
+} from "../src/http_framing.ts";
+import { parseHttpHead } from "../src/http_head.ts";
+
+const enc = new TextEncoder();
+const dec = new TextDecoder("latin1");
+const b = (s: string) => enc.encode(s);
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let o = 0;
+  for (const p of parts) {
+    out.set(p, o);
+    o += p.length;
+  }
+  return out;
+}
+
+/** What a relay would do with the events: heads seen, bytes forwarded, how it ended. */
+interface Summary {
+  heads: RequestHead[];
+  forwarded: Uint8Array;
+  invalid: { reason: string; status: number; offset: number } | null;
+  opaque: boolean;
+}
+
+function summarize(events: FramingEvent[]): Summary {
+  const heads: RequestHead[] = [];
+  const parts: Uint8Array[] = [];
+  let invalid: Summary["invalid"] = null;
+  let opaque = false;
+  for (const e of events) {
+    assert.equal(invalid, null, "nothing may follow an invalid event");
+    if (e.type === "data") parts.push(e.bytes);
+    else if (e.type === "head") {
+      heads.push(e.head);
+      parts.push(e.bytes);
+    } else if (e.type === "opaque") opaque = true;
+    else invalid = { reason: e.reason, status: e.status, offset: e.offset };
+  }
+  return { heads, forwarded: concat(parts), invalid, opaque };
+}
+
+function splitAt(bytes: Uint8Array, cuts: number[]): Uint8Array[] {
+  const points = [...new Set(cuts.map((c) => c % (bytes.length + 1)))].sort((x, y) => x - y);
+  const chunks: Uint8Array[] = [];
+  let prev = 0;
+  for (const p of points) {
+    chunks.push(bytes.slice(prev, p)); // copies: the tracker must not rely on chunk identity
+    prev = p;
+  }
+  chunks.push(bytes.slice(prev));
+  return chunks;
+}
+
+function scan(input: string | Uint8Array | Uint8Array[], opts = {}): Summary {
+  return summarize(scanRequestStream(typeof input === "string" ? b(input) : input, opts));
+}
+
+// ---------------------------------------------------------------- unit tests
+
+Deno.test("a single GET: one head event holding exactly the head bytes, nothing as data", () => {
+  const head = "GET /x HTTP/1.1\r\nHost: Example.COM:8080\r\nAccept: */*\r\n\r\n";
+  const events = scanRequestStream(b(head));
+  assert.equal(events.length, 1);
+  const e = events[0];
+  assert.equal(e.type, "head");
+  if (e.type !== "head") return;
+  assert.equal(dec.decode(e.bytes), head);
+  assert.deepEqual(e.head, {
+    method: "GET",
+    target: "/x",
+    version: "HTTP/1.1",
+    host: "Example.COM",
+    offset: 0,
+    length: head.length,
+    body: "none",
+    contentLength: 0,
+    opaqueAfter: false,
+  });
+});
+
+Deno.test("pipelined requests with Content-Length and chunked bodies: a head at every boundary", () => {
+  const r1 = "GET / HTTP/1.1\r\nHost: a.test\r\n\r\n";
+  // Bodies that look like requests must stay bodies.
+  const body = "GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n";
+  const r2 = `POST /p HTTP/1.1\r\nHost: b.test\r\nContent-Length: ${body.length}\r\n\r\n${body}`;
+  const r3 = "PUT /c HTTP/1.1\r\nHost: c.test\r\nTransfer-Encoding: Chunked\r\n\r\n" +
+    `${body.length.toString(16)};name=value;flag\r\n${body}\r\n` +
+    "3\r\nabc\r\n0\r\nX-Checksum: 1\r\n\r\n";
+  const r4 = "GET /last HTTP/1.0\r\nHost: d.test\r\n\r\n";
+  const stream = r1 + r2 + r3 + r4;
+  const s = scan(stream);
+  assert.equal(s.invalid, null);
+  assert.deepEqual(s.heads.map((h) => [h.host, h.offset, h.body]), [
+    ["a.test", 0, "none"],
+    ["b.test", r1.length, "length"],
+    ["c.test", r1.length + r2.length, "chunked"],
+    ["d.test", r1.length + r2.length + r3.length, "none"],
+  ]);
+  assert.equal(dec.decode(s.forwarded), stream);
+});
+
+Deno.test("data events are views of the pushed chunk, not copies", () => {
+  const chunk = b("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 4\r\n\r\nbody");
+  const events = new RequestFramingTracker().push(chunk);
+  assert.deepEqual(events.map((e) => e.type), ["head", "data"]);
+  for (const e of events) {
+    if (e.type === "data" || e.type === "head") assert.equal(e.bytes.buffer, chunk.buffer);
+  }
+});
+
+Deno.test("a head split across pushes is held, then reported whole, at its stream offset", () => {
+  const t = new RequestFramingTracker();
+  const first = "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\n\r\nxy";
+  assert.equal(summarize(t.push(b(first))).heads.length, 1);
+  assert.equal(t.idle, true);
+  const head = "GET /two HTTP/1.1\r\nHost: b\r\n\r\n";
+  for (let k = 0; k < head.length - 1; k++) {
+    assert.deepEqual(t.push(b(head[k])), [], "nothing is forwarded before the head is complete");
+    assert.equal(t.idle, false);
+  }
+  const events = t.push(b(head.slice(-1)));
+  assert.equal(events.length, 1);
+  const e = events[0];
+  assert.ok(e.type === "head");
+  assert.equal(dec.decode(e.bytes), head);
+  assert.equal(e.head.offset, first.length);
+  assert.equal(e.head.host, "b");
+  assert.equal(t.offset, first.length + head.length);
+});
+
+Deno.test("a huge Content-Length is counted, never buffered", () => {
+  const t = new RequestFramingTracker();
+  const events = t.push(b("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 999999999999999\r\n\r\n"));
+  assert.equal(events.length, 1);
+  const block = new Uint8Array(65536).fill(0x47); // 'G'
+  for (let k = 0; k < 16; k++) {
+    const evs = t.push(block);
+    assert.equal(evs.length, 1);
+    assert.equal(evs[0].type, "data");
+  }
+  assert.equal(t.idle, false);
+});
+
+Deno.test("Upgrade and CONNECT: the head is reported, then everything is opaque data", () => {
+  for (
+    const head of [
+      "GET /ws HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n",
+      "CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n",
+    ]
+  ) {
+    const t = new RequestFramingTracker();
+    const after = "GET / HTTP/1.1\r\nHost: evil\r\n\r\n\n\r\x00";
+    const events = t.push(b(head + after));
+    assert.deepEqual(events.map((e) => e.type), ["head", "opaque", "data"]);
+    assert.ok(events[0].type === "head" && events[0].head.opaqueAfter);
+    assert.equal(t.opaque, true);
+    assert.deepEqual(t.push(b(after)).map((e) => e.type), ["data"]);
+  }
+});
+
+Deno.test("ambiguous or malformed framing is invalid, and nothing of the bad head is forwarded", () => {
+  const h = "POST / HTTP/1.1\r\nHost: a\r\n";
+  const te = h + "Transfer-Encoding: chunked\r\n\r\n";
+  const cases: [string, string, number?][] = [
+    ["GET / HTTP/1.1\nHost: a\r\n\r\n", "bare_lf"],
+    ["GET / HTTP/1.1\r\nHost: a\r\r\n\r\n", "bare_cr"],
+    ["GET / HTTP/1.1\r\nHost: a\r\nX: 1\r\n 2\r\n\r\n", "malformed"], // obs-fold
+    ["\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\n", "malformed"], // empty line first
+    ["GET / HTTP/1.1\r\n\r\n", "no_host"],
+    ["GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", "multiple_host"],
+    ["GET http://b/ HTTP/1.1\r\nHost: a\r\n\r\n", "host_mismatch"],
+    ["PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", "http2_prior_knowledge"],
+    ["GET / HTTP/1.2\r\nHost: a\r\n\r\n", "malformed"],
+    [h + "Content-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", "ambiguous_framing"],
+    [h + "Transfer-Encoding: chunked\r\nContent-Length: 1\r\n\r\n", "ambiguous_framing"],
+    [h + "Transfer-Encoding: gzip, chunked\r\n\r\n", "unsupported_transfer_encoding"],
+    [h + "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", "ambiguous_framing"],
+    [h + "Transfer-Encoding: identity\r\n\r\n", "ambiguous_framing"],
+    ["POST / HTTP/1.0\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n", "ambiguous_framing"],
+    [h + "Content-Length: 5\r\nContent-Length: 5\r\n\r\nhello", "multiple_content_length"],
+    [h + "Content-Length: 5, 5\r\n\r\nhello", "bad_content_length"],
+    [h + "Content-Length: +5\r\n\r\nhello", "malformed"],
+    [h + "Content-Length: 1234567890123456\r\n\r\n", "malformed"],
+    [te + "g\r\n", "bad_chunk_size"],
+    [te + "5 \r\nhello\r\n", "bad_chunk_size"],
+    [te + "\r\n", "bad_chunk_size"],
+    [te + "5\nhello\r\n", "bad_chunk_size"], // bare LF after the size
+    [te + "5; a=b\r\nhello\r\n", "bad_chunk_extension"],
+    [te + '5;a="b"\r\nhello\r\n', "bad_chunk_extension"],
+    [te + "5;=b\r\nhello\r\n", "bad_chunk_extension"],
+    [te + "00000000000000005\r\n", "chunk_size_overflow"],
+    [te + "20000000000000\r\n", "chunk_size_overflow"],
+    [te + `1;${"a".repeat(5000)}\r\n`, "chunk_line_too_long"],
+    [te + "5\r\nhelloX\r\n", "bad_chunk_terminator"],
+    [te + "5\r\nhello\n0\r\n\r\n", "bad_chunk_terminator"],
+    [te + "0\r\nX: 1\n\r\n", "bare_lf"],
+    [te + "0\r\n\n", "bare_lf"],
+    [te + "0\r\n\rX", "bare_cr"],
+    [te + "0\r\nX: 1\rX", "bare_cr"],
+    [te + "0\r\n X: 1\r\n\r\n", "obs_fold"],
+    [te + "0\r\nHost: evil\r\n\r\n", "forbidden_trailer"],
+    [te + "0\r\ncontent-LENGTH: 5\r\n\r\n", "forbidden_trailer"],
+    [te + "0\r\nX : 1\r\n\r\n", "bad_trailer"],
+    [te + "0\r\nX: \x01\r\n\r\n", "bad_trailer"],
+    [te + `0\r\nX: ${"a".repeat(9000)}\r\n\r\n`, "trailer_too_large"],
+    [`GET / HTTP/1.1\r\nHost: a\r\nX: ${"a".repeat(9000)}\r\n\r\n`, "head_too_large", 431],
+  ];
+  for (const [input, reason, status = 400] of cases) {
+    const s = scan(input);
+    assert.equal(s.invalid?.reason, reason, JSON.stringify(input));
+    assert.equal(s.invalid?.status, status, JSON.stringify(input));
+    // Whatever was forwarded is a prefix of the input ending before the offending byte.
+    assert.ok(s.forwarded.length <= s.invalid!.offset, JSON.stringify(input));
+    assert.deepEqual(s.forwarded, b(input).subarray(0, s.forwarded.length));
+  }
+});
+
+Deno.test("after invalid, every push repeats the same invalid event and forwards nothing", () => {
+  const t = new RequestFramingTracker();
+  const first = t.push(b("GET / HTTP/1.1\nHost: a\r\n\r\n"));
+  assert.equal(first.length, 1);
+  assert.deepEqual(t.push(b("GET / HTTP/1.1\r\nHost: a\r\n\r\n")), first);
+});
+
+Deno.test("maxHeadBytes bounds heads and is validated", () => {
+  const s = scan(
+    "GET / HTTP/1.1\r\nHost: a\r\nX: 0123456789012345678901234567890123456789\r\n\r\n",
+    {
+      maxHeadBytes: 64,
+    },
+  );
+  assert.equal(s.invalid?.reason, "head_too_large");
+  assert.equal(s.invalid?.status, 431);
+  assert.equal(s.invalid?.offset, 0);
+  assert.throws(() => new RequestFramingTracker({ maxHeadBytes: 8 }), RangeError);
+  assert.throws(() => new RequestFramingTracker({ maxHeadBytes: 100000 }), RangeError);
+});
+
+// ----------------------------------------------------------- property tests
+
+const hostArb = fc.oneof(
+  fc.domain(),
+  fc.constantFrom("a.test", "B.Example.COM", "x.y.z.test", "198.19.0.10", "[2001:db8::1]"),
+);
+const bodyText = fc.oneof(
+  fc.uint8Array({ maxLength: 64 }),
+  // Bodies full of things that look like framing must never be read as framing.
+  fc.array(
+    fc.constantFrom(
+      "GET / HTTP/1.1\r\nHost: evil.test\r\n\r\n",
+      "\r\n",
+      "\n",
+      "0\r\n\r\n",
+      "Transfer-Encoding: chunked\r\n",
+      "Host: evil\r\n",
+      "x",
+    ),
+    { maxLength: 5 },
+  ).map((parts) => b(parts.join(""))),
+);
+const requestArb = fc.record({
+  method: fc.constantFrom("GET", "POST", "PUT", "DELETE", "OPTIONS"),
+  host: hostArb,
+  port: fc.option(fc.integer({ min: 1, max: 65535 })),
+  path: fc.webPath().map((p) => (p.startsWith("/") ? p : "/" + p)),
+  version: fc.constantFrom("HTTP/1.1", "HTTP/1.0"),
+  body: fc.oneof(
+    fc.constant({ kind: "none" as const }),
+    fc.record({ kind: fc.constant("length" as const), data: bodyText }),
+    fc.record({
+      kind: fc.constant("chunked" as const),
+      chunks: fc.array(bodyText.filter((c) => c.length > 0), { maxLength: 4 }),
+      ext: fc.boolean(),
+      trailers: fc.boolean(),
+    }),
+  ),
+});
+type Req = typeof requestArb extends fc.Arbitrary<infer T> ? T : never;
+
+function render(r: Req): Uint8Array {
+  const version = r.body.kind === "chunked" ? "HTTP/1.1" : r.version;
+  const host = r.port === null ? r.host : `${r.host}:${r.port}`;
+  let head = `${r.method} ${r.path} ${version}\r\nHost: ${host}\r\nUser-Agent: t\r\n`;
+  const parts: Uint8Array[] = [];
+  if (r.body.kind === "length") {
+    head += `Content-Length: ${r.body.data.length}\r\n\r\n`;
+    parts.push(b(head), r.body.data);
+  } else if (r.body.kind === "chunked") {
+    head += "Transfer-Encoding: chunked\r\n\r\n";
+    parts.push(b(head));
+    for (const c of r.body.chunks) {
+      parts.push(b(`${c.length.toString(16)}${r.body.ext ? ";e=1" : ""}\r\n`), c, b("\r\n"));
+    }
+    parts.push(b(r.body.trailers ? "0\r\nX-Sum: abc\r\n\r\n" : "0\r\n\r\n"));
+  } else {
+    parts.push(b(head + "\r\n"));
+  }
+  return concat(parts);
+}
+
+const trafficArb = fc.record({
+  requests: fc.array(requestArb, { minLength: 1, maxLength: 6 }),
+  upgradeTail: fc.option(fc.uint8Array({ maxLength: 64 })),
+});
+
+function renderTraffic(t: { requests: Req[]; upgradeTail: Uint8Array | null }) {
+  const parts = t.requests.map(render);
+  const offsets: number[] = [];
+  let o = 0;
+  for (const p of parts) {
+    offsets.push(o);
+    o += p.length;
+  }
+  if (t.upgradeTail !== null) {
+    offsets.push(o);
+    parts.push(b("GET /ws HTTP/1.1\r\nHost: ws.test\r\nUpgrade: websocket\r\n\r\n"), t.upgradeTail);
+  }
+  return { bytes: concat(parts), offsets };
+}
+
+const cutsArb = fc.array(fc.nat(), { maxLength: 12 });
+
+Deno.test("property: valid pipelined traffic gives a head at exactly every request boundary", () => {
+  fc.assert(
+    fc.property(trafficArb, (t) => {
+      const { bytes, offsets } = renderTraffic(t);
+      const s = scan(bytes);
+      assert.equal(s.invalid, null);
+      assert.deepEqual(s.heads.map((h) => h.offset), offsets);
+      const hosts = t.requests.map((r) => r.host.replace(/^\[|\]$/g, ""));
+      if (t.upgradeTail !== null) hosts.push("ws.test");
+      assert.deepEqual(s.heads.map((h) => h.host), hosts);
+      assert.deepEqual(s.forwarded, bytes);
+      assert.equal(s.opaque, t.upgradeTail !== null);
+    }),
+    { numRuns: 300 },
+  );
+});
+
+Deno.test("property: random splits give the same decisions as the unsplit stream", () => {
+  fc.assert(
+    fc.property(trafficArb, cutsArb, (t, cuts) => {
+      const { bytes } = renderTraffic(t);
+      assert.deepEqual(scan(splitAt(bytes, cuts)), scan(bytes));
+    }),
+    { numRuns: 300 },
+  );
+});
+
+const mutationArb = fc.array(
+  fc.record({
+    op: fc.constantFrom("flip", "insert", "delete"),
+    at: fc.nat(),
+    byte: fc.constantFrom(0x0d, 0x0a, 0x20, 0x09, 0x3a, 0x3b, 0x30, 0x35, 0x61, 0x00, 0xff),
+  }),
+  { minLength: 1, maxLength: 4 },
+);
+
+function mutate(bytes: Uint8Array, ms: { op: string; at: number; byte: number }[]): Uint8Array {
+  let arr = [...bytes];
+  for (const m of ms) {
+    const at = m.at % (arr.length + 1);
+    if (m.op === "insert") arr.splice(at, 0, m.byte);
+    else if (arr.length > 0 && m.op === "delete") arr.splice(at % arr.length, 1);
+    else if (arr.length > 0) arr[at % arr.length] = m.byte;
+  }
+  arr = arr.slice(0, 100000);
+  return Uint8Array.from(arr);
+}
+
+Deno.test("property: mutated traffic never throws, is split-invariant, and heads sit on real boundaries", () => {
+  fc.assert(
+    fc.property(trafficArb, mutationArb, cutsArb, (t, ms, cuts) => {
+      const bytes = mutate(renderTraffic(t).bytes, ms);
+      const whole = scan(bytes);
+      assert.deepEqual(scan(splitAt(bytes, cuts)), whole);
+      assert.deepEqual(whole.forwarded, bytes.subarray(0, whole.forwarded.length));
+      for (const h of whole.heads) {
+        const headBytes = bytes.subarray(h.offset, h.offset + h.length);
+        // The head is a head the first-request parser accepts, with the same host...
+        const p = parseHttpHead(headBytes);
+        assert.ok(p.kind === "head" && p.host === h.host && p.headLength === h.length);
+        // ...and the bytes before it are complete messages: a fresh tracker fed
+        // only that prefix ends idle, at a request boundary, without complaint.
+        const prefix = new RequestFramingTracker();
+        const evs = prefix.push(bytes.subarray(0, h.offset));
+        assert.ok(evs.every((e) => e.type !== "invalid"));
+        assert.equal(prefix.idle, true);
+      }
+    }),
+    { numRuns: 500 },
+  );
+});
