@@ -1,0 +1,67 @@
+/**
+ * Shared set-up for the end-to-end suite: one lab per test file (prefix `ppe2e-`, so a lab
+ * left running with `deno task lab --keep` is not disturbed), torn down even when a case fails.
+ *
+ * Each case runs as a step that starts from a clean state: the server hit logs are emptied
+ * and the proxy log is read from a fresh mark. A machine without root or network namespaces
+ * makes the test fail with the reason, never skip.
+ * @module
+ */
+
+import { type Lab, type LabOptions, upLab } from "../lab/lab.ts";
+import type { ProxyEvent } from "../lab/proxy.ts";
+import { E2E_PREFIX } from "../lab/topology.ts";
+
+/** What a case gets: the lab and the proxy-log position at the start of the case. */
+export interface CaseContext {
+  lab: Lab;
+  /** Waits for a proxy event after the start of this case (undefined on deadline). */
+  waitForEvent(
+    predicate: (e: ProxyEvent) => boolean,
+    timeoutMs?: number,
+  ): Promise<ProxyEvent | undefined>;
+  /** Proxy events logged since the start of this case. */
+  events(): Promise<ProxyEvent[]>;
+}
+
+/** A named case of a lab test. */
+export type LabCase = [name: string, fn: (c: CaseContext) => Promise<void>];
+
+/**
+ * Registers one `Deno.test` named `name` that builds a lab, runs each case as a step from a
+ * clean state, and removes the lab afterwards.
+ */
+export function labTest(name: string, cases: LabCase[], options: LabOptions = {}): void {
+  Deno.test({
+    name,
+    // Child processes and files outlive single ops by design; the lab cleans them up itself.
+    sanitizeOps: false,
+    sanitizeResources: false,
+    async fn(t) {
+      const lab = await upLab({ prefix: E2E_PREFIX, log: () => {}, ...options });
+      try {
+        for (const [caseName, fn] of cases) {
+          await t.step(caseName, async () => {
+            await lab.resetServerLogs();
+            const proxy = lab.proxy;
+            if (!proxy) throw new Error("the lab has no proxy running");
+            const from = await proxy.log.mark();
+            await fn({
+              lab,
+              waitForEvent: (predicate, timeoutMs = 5_000) =>
+                proxy.log.waitFor(predicate, { from, timeoutMs }),
+              events: () => proxy.log.since(from),
+            });
+          });
+        }
+      } finally {
+        await lab.down();
+      }
+    },
+  });
+}
+
+/** True for decision events (ALLOWED or DENIED). */
+export function isDecision(e: ProxyEvent): boolean {
+  return e.event === "ALLOWED" || e.event === "DENIED";
+}
