@@ -22,6 +22,10 @@ export const MAX_CLIENT_HELLO_BYTES = 65536;
  * Outcome of {@linkcode parseClientHello}.
  *
  * - `incomplete`: every byte so far is consistent with a ClientHello; read more.
+ *   `needBytes` (always more than the bytes given) is the buffer length below
+ *   which the result cannot become `hello` (it can become `invalid` sooner).
+ *   A caller may skip re-parsing until it holds that many bytes: a client
+ *   trickling tiny records then costs O(n log n) in total instead of O(n²).
  * - `hello`: a complete, well-formed ClientHello. `serverName` is the single
  *   host_name of the server_name extension (printable ASCII, not yet
  *   validated as a DNS name) or `null` when absent; `alpn` lists the offered
@@ -40,7 +44,7 @@ export const MAX_CLIENT_HELLO_BYTES = 65536;
  *   `bad_alpn`.
  */
 export type ClientHelloResult =
-  | { kind: "incomplete" }
+  | { kind: "incomplete"; needBytes: number }
   | { kind: "hello"; serverName: string | null; alpn: string[]; ech: boolean; bytesUsed: number }
   | { kind: "invalid"; reason: string };
 
@@ -54,7 +58,9 @@ const EXTENSION_ALPN = 0x0010;
 const EXTENSION_ECH = 0xfe0d;
 const NAME_TYPE_HOST_NAME = 0;
 
-const INCOMPLETE: ClientHelloResult = Object.freeze({ kind: "incomplete" });
+function incomplete(needBytes: number): ClientHelloResult {
+  return { kind: "incomplete", needBytes };
+}
 
 function invalid(reason: string): ClientHelloResult {
   return { kind: "invalid", reason };
@@ -78,15 +84,16 @@ export function parseClientHello(bytes: Uint8Array): ClientHelloResult {
 
 function parseRecords(bytes: Uint8Array): ClientHelloResult {
   const limit = Math.min(bytes.length, MAX_CLIENT_HELLO_BYTES);
-  if (limit === 0) return INCOMPLETE;
+  if (limit === 0) return incomplete(1);
 
-  // The handshake message is usually in one record: use a view then, and copy
-  // into a buffer only when it spans several records.
-  let hs: Uint8Array | null = null;
+  // The handshake message is usually in one record: read it in place then,
+  // and copy into `joined` only when it spans several records.
+  let firstFragment = -1;
+  let joined: Uint8Array | null = null;
   let hsLength = 0;
-  let hsBuffer: Uint8Array | null = null;
   let messageEnd = -1; // Length of the whole handshake message, once known.
   let bytesUsed = -1;
+  let need = limit + 1; // Fewest total bytes that could complete the hello.
   let pos = 0;
 
   while (pos < limit) {
@@ -108,33 +115,46 @@ function parseRecords(bytes: Uint8Array): ClientHelloResult {
     const fragmentStart = pos + RECORD_HEADER_BYTES;
     const recordEnd = fragmentStart + recordLength;
     const fragmentEnd = Math.min(limit, recordEnd);
-    const fragment = bytes.subarray(fragmentStart, fragmentEnd);
     const hsBefore = hsLength;
 
-    if (hs === null) {
-      hs = fragment;
+    if (firstFragment < 0) {
+      firstFragment = fragmentStart;
     } else {
-      if (hsBuffer === null) {
-        hsBuffer = new Uint8Array(limit);
-        hsBuffer.set(hs);
+      if (joined === null) {
+        joined = new Uint8Array(limit);
+        joined.set(bytes.subarray(firstFragment, firstFragment + hsLength));
       }
-      hsBuffer.set(fragment, hsLength);
-      hs = hsBuffer.subarray(0, hsLength + fragment.length);
+      // Tiny fragments are copied by hand: a subarray per record would
+      // dominate the cost of a hello split into thousands of 1-byte records.
+      if (fragmentEnd - fragmentStart < 64) {
+        for (let i = fragmentStart, j = hsLength; i < fragmentEnd; i++, j++) joined[j] = bytes[i];
+      } else {
+        joined.set(bytes.subarray(fragmentStart, fragmentEnd), hsLength);
+      }
     }
-    hsLength += fragment.length;
+    hsLength += fragmentEnd - fragmentStart;
 
-    if (hsLength >= 1 && hs[0] !== HANDSHAKE_TYPE_CLIENT_HELLO) {
+    if (
+      hsBefore === 0 && hsLength > 0 &&
+      hsByte(bytes, joined, firstFragment, 0) !== HANDSHAKE_TYPE_CLIENT_HELLO
+    ) {
       return invalid("not_client_hello");
     }
     if (messageEnd < 0 && hsLength >= HANDSHAKE_HEADER_BYTES) {
-      const bodyLength = (hs[1] << 16) | (hs[2] << 8) | hs[3];
-      messageEnd = HANDSHAKE_HEADER_BYTES + bodyLength;
-      if (minimumWireBytes(messageEnd) > MAX_CLIENT_HELLO_BYTES) return invalid("too_large");
+      messageEnd = HANDSHAKE_HEADER_BYTES +
+        ((hsByte(bytes, joined, firstFragment, 1) << 16) |
+          (hsByte(bytes, joined, firstFragment, 2) << 8) |
+          hsByte(bytes, joined, firstFragment, 3));
     }
-    // The ClientHello must be alone in the records carrying it: nothing else
-    // may be sent before the server answers, so extra bytes are suspicious.
-    if (messageEnd >= 0 && hsBefore + recordLength > messageEnd) {
-      return invalid("trailing_handshake_data");
+    if (messageEnd >= 0) {
+      // The ClientHello must be alone in the records carrying it: nothing
+      // else may be sent before the server answers.
+      if (hsBefore + recordLength > messageEnd) return invalid("trailing_handshake_data");
+      // Even if the rest came in full-size records, it would not fit: deny
+      // now rather than after reading up to the limit.
+      const remaining = messageEnd - (hsBefore + recordLength);
+      need = recordEnd + minimumWireBytes(remaining);
+      if (need > MAX_CLIENT_HELLO_BYTES) return invalid("too_large");
     }
     if (fragmentEnd < recordEnd) break;
     pos = recordEnd;
@@ -144,16 +164,26 @@ function parseRecords(bytes: Uint8Array): ClientHelloResult {
     }
   }
 
-  if (hs !== null && hsLength >= 1) {
-    const body = parseBody(hs, messageEnd < 0 ? -1 : messageEnd);
+  if (hsLength >= 1 && messageEnd >= 0) {
+    const hs = joined === null
+      ? bytes.subarray(firstFragment, firstFragment + hsLength)
+      : joined.subarray(0, hsLength);
+    const body = parseBody(hs, messageEnd);
     if (body.kind === "invalid") return body;
     if (body.kind === "hello" && bytesUsed >= 0) return { ...body, bytesUsed };
   }
+  // The `need` check above already denies a buffer at the limit that is still
+  // incomplete; both guards below are kept in case that reasoning breaks.
   if (bytes.length >= MAX_CLIENT_HELLO_BYTES) return invalid("too_large");
-  return INCOMPLETE;
+  return incomplete(Math.max(need, bytes.length + 1));
 }
 
-/** Fewest wire bytes that can carry a handshake message of `length` bytes. */
+/** Byte `i` of the handshake message, wherever it currently lives. */
+function hsByte(bytes: Uint8Array, joined: Uint8Array | null, first: number, i: number): number {
+  return joined === null ? bytes[first + i] : joined[i];
+}
+
+/** Fewest wire bytes that can carry `length` more handshake bytes. */
 function minimumWireBytes(length: number): number {
   return length + RECORD_HEADER_BYTES * Math.ceil(length / MAX_RECORD_LENGTH);
 }

@@ -61,6 +61,7 @@ function assertKind(result: ClientHelloResult): void {
     `unexpected result ${JSON.stringify(result)}`,
   );
   if (result.kind === "invalid") assert.match(result.reason, /^[a-z][a-z_]*$/);
+  if (result.kind === "incomplete") assert.ok(Number.isInteger(result.needBytes));
   if (result.kind === "hello" && result.serverName !== null) {
     assert.match(result.serverName, /^[\x21-\x7e]+$/);
   }
@@ -70,7 +71,24 @@ function assertInvalid(bytes: Uint8Array, reason: string): void {
   assert.deepEqual(parseClientHello(bytes), { kind: "invalid", reason });
 }
 
-const INCOMPLETE = { kind: "incomplete" };
+/**
+ * Asserts `incomplete` for a prefix of `length` bytes of a message that
+ * completes at `total` bytes: `needBytes` must be a true lower bound.
+ */
+function assertIncomplete(
+  result: ClientHelloResult,
+  length: number,
+  total: number,
+  what = "",
+): void {
+  if (result.kind !== "incomplete") {
+    assert.fail(`${what} prefix ${length}/${total}: ${JSON.stringify(result)}`);
+  }
+  assert.ok(
+    result.needBytes > length && result.needBytes <= total,
+    `${what} prefix ${length}/${total}: needBytes ${result.needBytes}`,
+  );
+}
 
 // --- Real captures -------------------------------------------------------
 
@@ -139,7 +157,7 @@ Deno.test("captures: fed in TCP-sized reads, incomplete until the last read", ()
           end = Math.min(wire.length, end + segment);
           const result = parseClientHello(wire.subarray(0, end));
           if (end < wire.length) {
-            assert.deepEqual(result, INCOMPLETE, `${entry.file} at ${end}/${wire.length}`);
+            assertIncomplete(result, end, wire.length, entry.file);
           } else {
             assert.deepEqual(result, expected(entry, wire.length), entry.file);
           }
@@ -154,10 +172,7 @@ Deno.test("captures: every strict prefix is incomplete", () => {
     const handshake = handshakeBytes(bytes);
     for (const wire of [bytes, fragment(handshake, [1]), fragment(handshake, [5, 300])]) {
       for (let end = 0; end < wire.length; end++) {
-        const result = parseClientHello(wire.subarray(0, end));
-        if (result.kind !== "incomplete") {
-          assert.fail(`${entry.file} prefix ${end}/${wire.length}: ${JSON.stringify(result)}`);
-        }
+        assertIncomplete(parseClientHello(wire.subarray(0, end)), end, wire.length, entry.file);
       }
     }
   }
@@ -370,7 +385,7 @@ Deno.test("hand-built: record and handshake header rules", () => {
   const noExtensions = buildHandshake({ extensions: null });
   const rest = concat(new Uint8Array([0, 4]), extension(21, new Uint8Array(0)));
   const longer = buildHello({ extensions: null, handshakeLength: noExtensions.length - 4 + 6 });
-  assert.deepEqual(parseClientHello(longer), INCOMPLETE);
+  assert.deepEqual(parseClientHello(longer), { kind: "incomplete", needBytes: longer.length + 11 });
   const completed = concat(longer, record(22, rest));
   assert.equal(parseClientHello(completed).kind, "hello");
   assertInvalid(concat(longer, record(22, new Uint8Array(6))), "bad_extensions_length");
@@ -423,12 +438,21 @@ Deno.test("hand-built: size limit", () => {
   const over = fragment(padded(MAX_CLIENT_HELLO_BYTES - 20 - base + 1), [16384]);
   assertInvalid(over, "too_large");
   assertInvalid(over.subarray(0, 9), "too_large");
-  // Fits in principle, but sent in records so small the wire passes MAX.
+  // Fits in principle, but sent in records so small the wire would pass MAX:
+  // denied once the records seen prove the rest cannot fit, not at MAX.
   const small = fragment(fit, [100]);
   assert.ok(small.length > MAX_CLIENT_HELLO_BYTES);
-  assert.deepEqual(parseClientHello(small.subarray(0, MAX_CLIENT_HELLO_BYTES - 1)), INCOMPLETE);
-  assertInvalid(small.subarray(0, MAX_CLIENT_HELLO_BYTES), "too_large");
-  assertInvalid(small, "too_large");
+  let firstTooLarge = -1;
+  for (let end = 1; end <= small.length; end += 1 + (end % 97)) {
+    const result = parseClientHello(small.subarray(0, end));
+    if (firstTooLarge < 0 && result.kind === "incomplete") continue;
+    assert.deepEqual(result, { kind: "invalid", reason: "too_large" }, `prefix ${end}`);
+    if (firstTooLarge < 0) firstTooLarge = end;
+  }
+  assert.ok(firstTooLarge > 0 && firstTooLarge < 2000, `too_large from ${firstTooLarge}`);
+  // A buffer at MAX that is still incomplete for any other reason.
+  const stalled = fragment(fit, [1]).subarray(0, MAX_CLIENT_HELLO_BYTES);
+  assertInvalid(stalled, "too_large");
 });
 
 Deno.test("hand-built: a hello split across records at every offset parses the same", () => {
@@ -450,6 +474,31 @@ Deno.test("hand-built: a hello split across records at every offset parses the s
       });
     }
   }
+});
+
+Deno.test("needBytes: a caller re-parsing only at needBytes parses a few times, not per byte", () => {
+  // The largest hello that still fits in MAX when sent as 1-byte records: a
+  // caller re-parsing after every 1-byte read would walk ~11k records 65k times.
+  const sni = extension(0, serverNameData([[0, ascii("slow.allowed.test")]]));
+  const base = buildHandshake({ extensions: [sni, extension(21, new Uint8Array(0))] }).length;
+  const target = Math.floor(MAX_CLIENT_HELLO_BYTES / 6);
+  const hello = buildHandshake({ extensions: [sni, extension(21, new Uint8Array(target - base))] });
+  const wire = fragment(hello, [1]);
+  assert.ok(wire.length <= MAX_CLIENT_HELLO_BYTES && wire.length > MAX_CLIENT_HELLO_BYTES - 6);
+  let parses = 0;
+  let need = 1;
+  let result: ClientHelloResult = { kind: "incomplete", needBytes: 1 };
+  for (let end = 1; end <= wire.length; end++) {
+    if (end < need) continue;
+    parses++;
+    result = parseClientHello(wire.subarray(0, end));
+    if (result.kind !== "incomplete") break;
+    need = result.needBytes;
+  }
+  assert.equal(result.kind, "hello");
+  assert.ok(result.kind === "hello" && result.serverName === "slow.allowed.test");
+  // Each parse learns that at least 1/6 of the rest is missing: O(log n) parses.
+  assert.ok(parses < 150, `${parses} parses`);
 });
 
 // --- Properties ----------------------------------------------------------
@@ -530,6 +579,7 @@ Deno.test("property: mutated captures never throw, and prefixes agree with the w
         const bytes = mutate(CAPTURES[which].bytes, edits);
         const result = parseClientHello(bytes);
         assertKind(result);
+        if (result.kind === "incomplete") assert.ok(result.needBytes > bytes.length);
         const prefix = parseClientHello(bytes.subarray(0, cut % (bytes.length + 1)));
         assertKind(prefix);
         // Deny early is final: more bytes never rescue an invalid prefix.
@@ -537,7 +587,8 @@ Deno.test("property: mutated captures never throw, and prefixes agree with the w
         if (result.kind === "hello") {
           assert.ok(result.bytesUsed <= bytes.length);
           assert.deepEqual(parseClientHello(bytes.subarray(0, result.bytesUsed)), result);
-          if (cut % (bytes.length + 1) < result.bytesUsed) assert.deepEqual(prefix, INCOMPLETE);
+          const end = cut % (bytes.length + 1);
+          if (end < result.bytesUsed) assertIncomplete(prefix, end, result.bytesUsed);
         }
         if (result.kind === "incomplete") assert.notEqual(prefix.kind, "hello");
       },
