@@ -166,7 +166,7 @@ type TargetAuthority = {
   defaultPort: number | null;
 };
 
-/** Mutable state of one parse; lives only for one call. */
+/** What complete lines have told us so far. */
 interface State {
   method: string;
   target: string;
@@ -177,60 +177,6 @@ interface State {
   contentLength: number | null;
   teSeen: boolean;
   teCodings: string[];
-}
-
-/**
- * Check a request line, complete or (when `complete` is false) the prefix of
- * one received so far. A prefix is refused only when no continuation could
- * make it valid, so garbage such as a TLS ClientHello fails on its first byte.
- */
-function requestLine(
-  b: Uint8Array,
-  start: number,
-  end: number,
-  complete: boolean,
-  st: State,
-): Invalid | null {
-  let i = start;
-  while (i < end && TCHAR[b[i]]) i++;
-  if (i === end) return complete ? invalid("malformed") : null;
-  if (b[i] !== SP || i === start) return invalid("malformed");
-  const methodEnd = i++;
-  const targetStart = i;
-  while (i < end && b[i] > SP && b[i] < 0x7f) i++;
-  if (i === end) return complete ? invalid("malformed") : null;
-  if (b[i] !== SP || i === targetStart) return invalid("malformed");
-  const targetEnd = i++;
-  const vLen = end - i;
-  if (vLen > 8) return invalid("malformed");
-  let version = -1;
-  for (let v = 0; v < VERSIONS.length; v++) {
-    let match = true;
-    for (let k = 0; k < vLen; k++) {
-      if (b[i + k] !== VERSIONS[v].charCodeAt(k)) {
-        match = false;
-        break;
-      }
-    }
-    if (match) {
-      version = v;
-      break;
-    }
-  }
-  if (version < 0) return invalid("malformed");
-  const method = latin1(b, start, methodEnd);
-  const target = latin1(b, targetStart, targetEnd);
-  if (VERSIONS[version] === "HTTP/2.0" && vLen > "HTTP/".length) {
-    // Only the h2 connection preface says HTTP/2.0 in a request line.
-    if (method !== "PRI" || target !== "*") return invalid("malformed");
-    return complete ? invalid("http2_prior_knowledge") : null;
-  }
-  if (!complete) return null;
-  if (vLen !== 8) return invalid("malformed");
-  st.method = method;
-  st.target = target;
-  st.version = VERSIONS[version] as "HTTP/1.0" | "HTTP/1.1";
-  return checkTarget(st);
 }
 
 /** Check the request-target's form (RFC 9112 §3.2) and remember its authority, if any. */
@@ -297,30 +243,16 @@ function trimOws(b: Uint8Array, start: number, end: number): [number, number] {
 }
 
 /**
- * Check a header field line, complete or the prefix received so far, and on a
- * complete line act on the fields that matter: Host, Content-Length,
- * Transfer-Encoding. Syntax is checked before meaning so that a prefix and the
- * full head always agree on the reason.
+ * Act on a complete, syntactically valid header field line: Host,
+ * Content-Length and Transfer-Encoding matter, the rest is passed through.
  */
-function headerLine(
+function headerField(
   b: Uint8Array,
   start: number,
+  nameEnd: number,
   end: number,
-  complete: boolean,
   st: State,
 ): Invalid | null {
-  // A line starting with whitespace is obs-fold (RFC 9112 §5.2): refuse it.
-  if (start < end && (b[start] === SP || b[start] === HT)) return invalid("malformed");
-  let i = start;
-  while (i < end && TCHAR[b[i]]) i++;
-  if (i === end) return complete ? invalid("malformed") : null;
-  if (b[i] !== COLON || i === start) return invalid("malformed");
-  const nameEnd = i++;
-  for (; i < end; i++) {
-    const c = b[i];
-    if (!(c === HT || (c >= SP && c !== 0x7f))) return invalid("malformed");
-  }
-  if (!complete) return null;
   const [vs, ve] = trimOws(b, nameEnd + 1, end);
   if (nameIs(b, start, nameEnd, "host")) {
     if (st.hostSeen) return invalid("multiple_host");
@@ -388,17 +320,28 @@ function finish(st: State, headLength: number): HttpHeadResult {
   };
 }
 
+// Where the scanner is inside the current line.
+const METHOD = 0;
+const TARGET = 1;
+const VERSION = 2;
+const LINE_START = 3;
+const NAME = 4;
+const VALUE = 5;
+
+/** Bit per entry of VERSIONS: which versions the version bytes so far are a prefix of. */
+const ALL_VERSIONS = 0b111;
+const H2 = 0b100;
+
 /**
- * Parse the head of an HTTP/1.x request from the bytes received so far. Call
- * again with the grown buffer after each read. Returns `incomplete` only while
- * no CRLFCRLF has arrived within fewer than {@linkcode MAX_HEAD_BYTES} bytes,
- * and `invalid` as soon as the bytes so far prove the request bad; a prefix
- * never gets a different verdict than the full head. Never throws. Bytes after
- * the head (body, pipelined requests) are not looked at.
+ * A resumable {@linkcode parseHttpHead}: give it the same growing buffer after
+ * every read and it only looks at bytes it has not seen, so a client that
+ * sends its head one byte per packet costs O(n), not O(n²). Results are
+ * exactly those of `parseHttpHead` on the same buffer. Every call must pass a
+ * buffer that starts with the bytes of the previous call (a shorter one
+ * restarts the scan). Once the result is final (`head` or `invalid`) it sticks.
  */
-export function parseHttpHead(bytes: Uint8Array): HttpHeadResult {
-  const limit = Math.min(bytes.length, MAX_HEAD_BYTES);
-  const st: State = {
+export class HttpHeadScanner {
+  #st: State = {
     method: "",
     target: "",
     version: "HTTP/1.1",
@@ -409,32 +352,130 @@ export function parseHttpHead(bytes: Uint8Array): HttpHeadResult {
     teSeen: false,
     teCodings: [],
   };
-  let pos = 0;
-  let first = true;
-  for (;;) {
-    let i = pos;
-    while (i < limit && bytes[i] !== CR && bytes[i] !== LF) i++;
-    let complete = false;
-    let next = limit;
-    if (i < limit) {
-      if (bytes[i] === LF) return invalid("malformed"); // bare LF
-      if (i + 1 < limit) {
-        if (bytes[i + 1] !== LF) return invalid("malformed"); // bare CR
-        complete = true;
-        next = i + 2;
-      }
+  #final: HttpHeadResult | null = null;
+  /** Next byte to look at. */
+  #pos = 0;
+  #lineStart = 0;
+  #phase = METHOD;
+  /** End of the method (request line) or of the field name (header line). */
+  #mark1 = 0;
+  /** End of the request-target. */
+  #mark2 = 0;
+  #versions = ALL_VERSIONS;
+
+  /** Scan `bytes` (everything received so far) and return the verdict so far. */
+  scan(bytes: Uint8Array): HttpHeadResult {
+    if (this.#final !== null) return this.#final;
+    if (bytes.length < this.#pos) {
+      const fresh = new HttpHeadScanner();
+      return fresh.scan(bytes);
     }
-    if (first) {
-      const r = requestLine(bytes, pos, i, complete, st);
-      if (r !== null) return r;
-      first = false;
-    } else if (complete && i === pos) {
-      return finish(st, next);
-    } else {
-      const r = headerLine(bytes, pos, i, complete, st);
-      if (r !== null) return r;
-    }
-    if (!complete) return bytes.length >= MAX_HEAD_BYTES ? invalid("too_large") : INCOMPLETE;
-    pos = next;
+    const r = this.#run(bytes);
+    if (r.kind !== "incomplete") this.#final = r;
+    return r;
   }
+
+  #run(b: Uint8Array): HttpHeadResult {
+    const limit = Math.min(b.length, MAX_HEAD_BYTES);
+    const st = this.#st;
+    let i = this.#pos;
+    let phase = this.#phase;
+    while (i < limit) {
+      const c = b[i];
+      if (c === CR) {
+        if (i + 1 >= limit) break; // wait for the byte after CR
+        if (b[i + 1] !== LF) return invalid("malformed"); // bare CR
+        const start = this.#lineStart;
+        let r: Invalid | null;
+        if (phase <= VERSION) {
+          r = this.#endRequestLine(b, i, phase);
+          phase = LINE_START;
+        } else if (phase === LINE_START) {
+          return finish(st, i + 2); // the empty line: end of head
+        } else if (phase === VALUE) {
+          r = headerField(b, start, this.#mark1, i, st);
+          phase = LINE_START;
+        } else {
+          r = invalid("malformed"); // a header line without a colon
+        }
+        if (r !== null) return r;
+        i += 2;
+        this.#lineStart = i;
+        continue;
+      }
+      if (c === LF) return invalid("malformed"); // bare LF
+      switch (phase) {
+        case METHOD:
+          if (TCHAR[c]) break;
+          if (c !== SP || i === this.#lineStart) return invalid("malformed");
+          this.#mark1 = i;
+          phase = TARGET;
+          break;
+        case TARGET:
+          if (c > SP && c < 0x7f) break;
+          if (c !== SP || i === this.#mark1 + 1) return invalid("malformed");
+          this.#mark2 = i;
+          phase = VERSION;
+          break;
+        case VERSION: {
+          const k = i - this.#mark2 - 1;
+          if (k >= 8) return invalid("malformed");
+          let m = 0;
+          for (let v = 0; v < VERSIONS.length; v++) {
+            if ((this.#versions >> v) & 1 && VERSIONS[v].charCodeAt(k) === c) m |= 1 << v;
+          }
+          if (m === 0) return invalid("malformed");
+          // Only the h2 connection preface says HTTP/2 in a request line.
+          if (m === H2 && this.#versions !== H2) {
+            const method = latin1(b, this.#lineStart, this.#mark1);
+            const target = latin1(b, this.#mark1 + 1, this.#mark2);
+            if (method !== "PRI" || target !== "*") return invalid("malformed");
+          }
+          this.#versions = m;
+          break;
+        }
+        case LINE_START:
+          // A line starting with whitespace is obs-fold (RFC 9112 §5.2): refuse it.
+          if (c === SP || c === HT) return invalid("malformed");
+          phase = NAME;
+        /* falls through */
+        case NAME:
+          if (TCHAR[c]) break;
+          if (c !== COLON || i === this.#lineStart) return invalid("malformed");
+          this.#mark1 = i;
+          phase = VALUE;
+          break;
+        default: // VALUE: field-vchar, SP, HTAB (obs-text allowed)
+          if (!(c === HT || (c >= SP && c !== 0x7f))) return invalid("malformed");
+      }
+      i++;
+    }
+    this.#pos = i;
+    this.#phase = phase;
+    return b.length >= MAX_HEAD_BYTES ? invalid("too_large") : INCOMPLETE;
+  }
+
+  /** The request line [lineStart, end) is complete and its bytes are valid so far. */
+  #endRequestLine(b: Uint8Array, end: number, phase: number): Invalid | null {
+    const st = this.#st;
+    if (phase !== VERSION || end - this.#mark2 - 1 !== 8) return invalid("malformed");
+    if (this.#versions === H2) return invalid("http2_prior_knowledge");
+    st.method = latin1(b, this.#lineStart, this.#mark1);
+    st.target = latin1(b, this.#mark1 + 1, this.#mark2);
+    st.version = this.#versions === 1 ? "HTTP/1.0" : "HTTP/1.1";
+    return checkTarget(st);
+  }
+}
+
+/**
+ * Parse the head of an HTTP/1.x request from the bytes received so far. Call
+ * again with the grown buffer after each read (or keep an
+ * {@linkcode HttpHeadScanner} to avoid rescanning). Returns `incomplete` only
+ * while no CRLFCRLF has arrived within fewer than {@linkcode MAX_HEAD_BYTES}
+ * bytes, and `invalid` as soon as the bytes so far prove the request bad; a
+ * prefix never gets a different verdict than the full head. Never throws.
+ * Bytes after the head (body, pipelined requests) are not looked at.
+ */
+export function parseHttpHead(bytes: Uint8Array): HttpHeadResult {
+  return new HttpHeadScanner().scan(bytes);
 }

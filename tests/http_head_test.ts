@@ -1,6 +1,11 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { type HttpHeadResult, MAX_HEAD_BYTES, parseHttpHead } from "../src/http_head.ts";
+import {
+  type HttpHeadResult,
+  HttpHeadScanner,
+  MAX_HEAD_BYTES,
+  parseHttpHead,
+} from "../src/http_head.ts";
 
 /** Encode a string byte-for-byte (each UTF-16 unit must be < 256): the parser reads latin1. */
 function bytes(s: string): Uint8Array {
@@ -492,5 +497,70 @@ Deno.test("property: large inputs around the limit never throw and prefixes agre
       },
     ),
     { numRuns: 200 },
+  );
+});
+
+Deno.test("HttpHeadScanner: resumes across reads, result sticks, shorter buffer restarts", () => {
+  const wire = bytes(req("a.com") + "body");
+  const sc = new HttpHeadScanner();
+  assert.deepEqual(sc.scan(wire.subarray(0, 5)), { kind: "incomplete" });
+  assert.deepEqual(sc.scan(wire.subarray(0, 20)), { kind: "incomplete" });
+  const r = sc.scan(wire);
+  assert.equal(r.kind, "head");
+  assert.deepEqual(sc.scan(bytes("garbage that comes after")), r);
+  const again = new HttpHeadScanner();
+  assert.deepEqual(again.scan(wire.subarray(0, 20)), { kind: "incomplete" });
+  // A buffer that is not an extension (shorter) is scanned from scratch.
+  assert.deepEqual(again.scan(bytes("\x16\x03")), {
+    kind: "invalid",
+    reason: "malformed",
+    status: 400,
+  });
+});
+
+Deno.test("HttpHeadScanner: one byte per read, never rescans what it has checked", () => {
+  // Not a timing test. One buffer grows a byte at a time; after each scan we
+  // overwrite with NULs every byte the scanner must never look at again: the
+  // lines already complete, and the middle of the long value being received.
+  // A parser that rescanned would meet the NULs and answer `malformed`.
+  const text = "GET / HTTP/1.1\r\nHost: a.com\r\nX-Pad: " + "p".repeat(4000) + "\r\n\r\n";
+  const buf = bytes(text);
+  const pad = text.indexOf("X-Pad");
+  const sc = new HttpHeadScanner();
+  let lineStart = 0;
+  for (let n = 1; n < buf.length; n++) {
+    assert.deepEqual(sc.scan(buf.subarray(0, n)), { kind: "incomplete" }, `at ${n}`);
+    if (n >= 2 && text[n - 2] === "\r" && text[n - 1] === "\n") lineStart = n;
+    buf.fill(0, 0, lineStart);
+    if (n - 1 > pad + 8) buf.fill(0, pad + 8, n - 1);
+  }
+  assert.equal(buf[0], 0); // the poison really is there
+  assert.deepEqual(sc.scan(buf), {
+    kind: "head",
+    method: "GET",
+    target: "/",
+    version: "HTTP/1.1",
+    host: "a.com",
+    headLength: text.length,
+  });
+  assert.equal(parseHttpHead(buf).kind, "invalid"); // a fresh scan does see the poison
+});
+
+const chunking = fc.array(fc.integer({ min: 1, max: 64 }), { minLength: 1, maxLength: 200 });
+
+Deno.test("property: a scanner fed growing buffers agrees with parseHttpHead at every step", () => {
+  fc.assert(
+    fc.property(anyInput, chunking, (b, sizes) => {
+      const sc = new HttpHeadScanner();
+      let n = 0;
+      let k = 0;
+      while (n < b.length) {
+        n = Math.min(b.length, n + sizes[k++ % sizes.length]);
+        const step = sc.scan(b.subarray(0, n));
+        const fresh = parseHttpHead(b.subarray(0, n));
+        assert.deepEqual(step, fresh, `after ${n} of ${b.length}`);
+      }
+    }),
+    { numRuns: 2000 },
   );
 });
