@@ -201,6 +201,8 @@ Deno.test("ambiguous or malformed framing is invalid, and nothing of the bad hea
     [te + `1;${"a".repeat(5000)}\r\n`, "chunk_line_too_long"],
     [te + "5\r\nhelloX\r\n", "bad_chunk_terminator"],
     [te + "5\r\nhello\n0\r\n\r\n", "bad_chunk_terminator"],
+    [te + "5\r\nhelloX\n0\r\n\r\n", "bad_chunk_terminator"],
+    [te + "5\r\nhello\rX0\r\n\r\n", "bad_chunk_terminator"],
     [te + "0\r\nX: 1\n\r\n", "bare_lf"],
     [te + "0\r\n\n", "bare_lf"],
     [te + "0\r\n\rX", "bare_cr"],
