@@ -22,10 +22,6 @@ export const MAX_CLIENT_HELLO_BYTES = 65536;
  * Outcome of {@linkcode parseClientHello}.
  *
  * - `incomplete`: every byte so far is consistent with a ClientHello; read more.
- *   `needBytes` (always more than the bytes given) is the buffer length below
- *   which the result cannot become `hello` (it can become `invalid` sooner).
- *   A caller may skip re-parsing until it holds that many bytes: a client
- *   trickling tiny records then costs O(n log n) in total instead of O(n²).
  * - `hello`: a complete, well-formed ClientHello. `serverName` is the single
  *   host_name of the server_name extension (printable ASCII, not yet
  *   validated as a DNS name) or `null` when absent; `alpn` lists the offered
@@ -44,9 +40,21 @@ export const MAX_CLIENT_HELLO_BYTES = 65536;
  *   `bad_alpn`.
  */
 export type ClientHelloResult =
-  | { kind: "incomplete"; needBytes: number }
+  | { kind: "incomplete" }
   | { kind: "hello"; serverName: string | null; alpn: string[]; ech: boolean; bytesUsed: number }
   | { kind: "invalid"; reason: string };
+
+/**
+ * Outcome of {@linkcode scanClientHello}: a {@linkcode ClientHelloResult}
+ * whose `incomplete` also carries `needBytes`, always more than the bytes
+ * given: the buffer length below which the result cannot become `hello` (it
+ * can become `invalid` sooner). A caller may skip re-parsing until it holds
+ * that many bytes, so a client trickling tiny records costs O(n log n) in
+ * total instead of O(n²).
+ */
+export type ClientHelloScan =
+  | Exclude<ClientHelloResult, { kind: "incomplete" }>
+  | { kind: "incomplete"; needBytes: number };
 
 const CONTENT_TYPE_HANDSHAKE = 22;
 const HANDSHAKE_TYPE_CLIENT_HELLO = 1;
@@ -58,11 +66,13 @@ const EXTENSION_ALPN = 0x0010;
 const EXTENSION_ECH = 0xfe0d;
 const NAME_TYPE_HOST_NAME = 0;
 
-function incomplete(needBytes: number): ClientHelloResult {
+const INCOMPLETE: ClientHelloResult = Object.freeze({ kind: "incomplete" });
+
+function incomplete(needBytes: number): ClientHelloScan {
   return { kind: "incomplete", needBytes };
 }
 
-function invalid(reason: string): ClientHelloResult {
+function invalid(reason: string): { kind: "invalid"; reason: string } {
   return { kind: "invalid", reason };
 }
 
@@ -73,6 +83,16 @@ function invalid(reason: string): ClientHelloResult {
  * {@linkcode MAX_CLIENT_HELLO_BYTES} of it.
  */
 export function parseClientHello(bytes: Uint8Array): ClientHelloResult {
+  const scan = scanClientHello(bytes);
+  return scan.kind === "incomplete" ? INCOMPLETE : scan;
+}
+
+/**
+ * {@linkcode parseClientHello} that also says, when the hello is
+ * incomplete, how many bytes must be buffered before it can complete
+ * (see {@linkcode ClientHelloScan}). Same rules, same cost.
+ */
+export function scanClientHello(bytes: Uint8Array): ClientHelloScan {
   try {
     return parseRecords(bytes);
   } catch {
@@ -82,7 +102,7 @@ export function parseClientHello(bytes: Uint8Array): ClientHelloResult {
   }
 }
 
-function parseRecords(bytes: Uint8Array): ClientHelloResult {
+function parseRecords(bytes: Uint8Array): ClientHelloScan {
   const limit = Math.min(bytes.length, MAX_CLIENT_HELLO_BYTES);
   if (limit === 0) return incomplete(1);
 

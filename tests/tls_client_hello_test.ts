@@ -1,9 +1,10 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
-  type ClientHelloResult,
+  type ClientHelloScan,
   MAX_CLIENT_HELLO_BYTES,
   parseClientHello,
+  scanClientHello,
 } from "../src/tls_client_hello.ts";
 import {
   alpnData,
@@ -45,7 +46,7 @@ const CAPTURES = INDEX.map((entry) => ({
 }));
 
 /** The result a capture must parse to, given the wire length it was sent in. */
-function expected(entry: IndexEntry, bytesUsed: number): ClientHelloResult {
+function expected(entry: IndexEntry, bytesUsed: number): ClientHelloScan {
   return {
     kind: "hello",
     serverName: entry.serverName,
@@ -55,7 +56,19 @@ function expected(entry: IndexEntry, bytesUsed: number): ClientHelloResult {
   };
 }
 
-function assertKind(result: ClientHelloResult): void {
+/**
+ * Runs both entry points: `parseClientHello` must equal `scanClientHello`
+ * with `needBytes` dropped. Returns the scan, which says more.
+ */
+function parse(bytes: Uint8Array): ClientHelloScan {
+  const scan = scanClientHello(bytes);
+  const result = parseClientHello(bytes);
+  if (scan.kind === "incomplete") assert.deepEqual(result, { kind: "incomplete" });
+  else assert.deepEqual(result, scan);
+  return scan;
+}
+
+function assertKind(result: ClientHelloScan): void {
   assert.ok(
     result.kind === "incomplete" || result.kind === "hello" || result.kind === "invalid",
     `unexpected result ${JSON.stringify(result)}`,
@@ -68,7 +81,7 @@ function assertKind(result: ClientHelloResult): void {
 }
 
 function assertInvalid(bytes: Uint8Array, reason: string): void {
-  assert.deepEqual(parseClientHello(bytes), { kind: "invalid", reason });
+  assert.deepEqual(parse(bytes), { kind: "invalid", reason });
 }
 
 /**
@@ -76,7 +89,7 @@ function assertInvalid(bytes: Uint8Array, reason: string): void {
  * completes at `total` bytes: `needBytes` must be a true lower bound.
  */
 function assertIncomplete(
-  result: ClientHelloResult,
+  result: ClientHelloScan,
   length: number,
   total: number,
   what = "",
@@ -114,7 +127,7 @@ Deno.test("captures: the index covers the required clients and the PQ key share"
 
 Deno.test("captures: each parses to the expected SNI, ALPN and ECH flag", () => {
   for (const { entry, bytes } of CAPTURES) {
-    assert.deepEqual(parseClientHello(bytes), expected(entry, bytes.length), entry.file);
+    assert.deepEqual(parse(bytes), expected(entry, bytes.length), entry.file);
   }
 });
 
@@ -122,7 +135,7 @@ Deno.test("captures: bytes after the hello are not consumed", () => {
   const appData = record(23, new Uint8Array(40).fill(0xaa), 0x0303);
   for (const { entry, bytes } of CAPTURES) {
     const more = concat(bytes, appData, new Uint8Array([0x16, 0x03]));
-    assert.deepEqual(parseClientHello(more), expected(entry, bytes.length), entry.file);
+    assert.deepEqual(parse(more), expected(entry, bytes.length), entry.file);
   }
 });
 
@@ -138,7 +151,7 @@ Deno.test("captures: re-fragmented into records of many sizes parse the same", (
       for (const version of [0x0301, 0x0303]) {
         const wire = fragment(handshake, sizes, version);
         assert.deepEqual(
-          parseClientHello(wire),
+          parse(wire),
           expected(entry, wire.length),
           `${entry.file} sizes ${sizes}`,
         );
@@ -155,7 +168,7 @@ Deno.test("captures: fed in TCP-sized reads, incomplete until the last read", ()
         let end = 0;
         while (end < wire.length) {
           end = Math.min(wire.length, end + segment);
-          const result = parseClientHello(wire.subarray(0, end));
+          const result = parse(wire.subarray(0, end));
           if (end < wire.length) {
             assertIncomplete(result, end, wire.length, entry.file);
           } else {
@@ -172,7 +185,7 @@ Deno.test("captures: every strict prefix is incomplete", () => {
     const handshake = handshakeBytes(bytes);
     for (const wire of [bytes, fragment(handshake, [1]), fragment(handshake, [5, 300])]) {
       for (let end = 0; end < wire.length; end++) {
-        assertIncomplete(parseClientHello(wire.subarray(0, end)), end, wire.length, entry.file);
+        assertIncomplete(parse(wire.subarray(0, end)), end, wire.length, entry.file);
       }
     }
   }
@@ -182,7 +195,7 @@ Deno.test("captures: every strict prefix is incomplete", () => {
 
 Deno.test("hand-built: the default hello parses, and without SNI gives null", () => {
   const hello = buildHello();
-  assert.deepEqual(parseClientHello(hello), {
+  assert.deepEqual(parse(hello), {
     kind: "hello",
     serverName: "www.allowed.test",
     alpn: [],
@@ -190,7 +203,7 @@ Deno.test("hand-built: the default hello parses, and without SNI gives null", ()
     bytesUsed: hello.length,
   });
   const noSni = buildHello({ extensions: [extension(16, alpnData(["h2"]))] });
-  assert.deepEqual(parseClientHello(noSni), {
+  assert.deepEqual(parse(noSni), {
     kind: "hello",
     serverName: null,
     alpn: ["h2"],
@@ -198,7 +211,7 @@ Deno.test("hand-built: the default hello parses, and without SNI gives null", ()
     bytesUsed: noSni.length,
   });
   const noExtensions = buildHello({ extensions: null });
-  assert.deepEqual(parseClientHello(noExtensions), {
+  assert.deepEqual(parse(noExtensions), {
     kind: "hello",
     serverName: null,
     alpn: [],
@@ -206,7 +219,7 @@ Deno.test("hand-built: the default hello parses, and without SNI gives null", ()
     bytesUsed: noExtensions.length,
   });
   const emptyExtensions = buildHello({ extensions: [] });
-  assert.equal(parseClientHello(emptyExtensions).kind, "hello");
+  assert.equal(parse(emptyExtensions).kind, "hello");
 });
 
 Deno.test("hand-built: ECH extension sets ech, SNI is the outer name", () => {
@@ -216,7 +229,7 @@ Deno.test("hand-built: ECH extension sets ech, SNI is the outer name", () => {
       extension(0xfe0d, new Uint8Array([0, 1, 2, 3])),
     ],
   });
-  const result = parseClientHello(hello);
+  const result = parse(hello);
   assert.ok(result.kind === "hello");
   assert.equal(result.ech, true);
   assert.equal(result.serverName, "public.example");
@@ -241,10 +254,10 @@ Deno.test("hand-built: server_name rules", () => {
     assertInvalid(sni(serverNameData([[0, ascii(bad)]])), "invalid_server_name");
   }
   // Printable but not a DNS name: accepted here, the policy layer decides.
-  const odd = parseClientHello(sni(serverNameData([[0, ascii("A_B!.test~")]])));
+  const odd = parse(sni(serverNameData([[0, ascii("A_B!.test~")]])));
   assert.ok(odd.kind === "hello" && odd.serverName === "A_B!.test~");
   // Only a non-host_name entry: no server name.
-  const other = parseClientHello(sni(serverNameData([[1, ascii("whatever")]])));
+  const other = parse(sni(serverNameData([[1, ascii("whatever")]])));
   assert.ok(other.kind === "hello" && other.serverName === null);
   // List length inconsistent with the extension, or empty.
   assertInvalid(sni(new Uint8Array(0)), "bad_server_name_list");
@@ -270,7 +283,7 @@ Deno.test("hand-built: server_name rules", () => {
 
 Deno.test("hand-built: ALPN rules", () => {
   const alpn = (data: Uint8Array) => buildHello({ extensions: [extension(16, data)] });
-  const ok = parseClientHello(alpn(alpnData(["h2", "http/1.1", "x".repeat(255)])));
+  const ok = parse(alpn(alpnData(["h2", "http/1.1", "x".repeat(255)])));
   assert.ok(ok.kind === "hello");
   assert.deepEqual(ok.alpn, ["h2", "http/1.1", "x".repeat(255)]);
   assertInvalid(alpn(new Uint8Array(0)), "bad_alpn");
@@ -327,9 +340,9 @@ Deno.test("hand-built: fixed field rules", () => {
   assertInvalid(buildHello({ cipherSuites: new Uint8Array(3) }), "bad_cipher_suites");
   assertInvalid(buildHello({ compression: new Uint8Array(0) }), "bad_compression_methods");
   for (const version of [0x0300, 0x0301, 0x0302, 0x0303]) {
-    assert.equal(parseClientHello(buildHello({ version })).kind, "hello");
+    assert.equal(parse(buildHello({ version })).kind, "hello");
   }
-  assert.equal(parseClientHello(buildHello({ sessionId: new Uint8Array(0) })).kind, "hello");
+  assert.equal(parse(buildHello({ sessionId: new Uint8Array(0) })).kind, "hello");
 });
 
 Deno.test("hand-built: record and handshake header rules", () => {
@@ -357,7 +370,7 @@ Deno.test("hand-built: record and handshake header rules", () => {
     assertInvalid(record(22, handshake, version), "bad_record_version");
   }
   for (const version of [0x0300, 0x0301, 0x0302, 0x0303, 0x0304]) {
-    assert.equal(parseClientHello(record(22, handshake, version)).kind, "hello");
+    assert.equal(parse(record(22, handshake, version)).kind, "hello");
   }
   // Record lengths: zero, over 2^14 (no slack).
   assertInvalid(concat(new Uint8Array([22, 3, 1, 0, 0]), hello), "bad_record_length");
@@ -385,9 +398,9 @@ Deno.test("hand-built: record and handshake header rules", () => {
   const noExtensions = buildHandshake({ extensions: null });
   const rest = concat(new Uint8Array([0, 4]), extension(21, new Uint8Array(0)));
   const longer = buildHello({ extensions: null, handshakeLength: noExtensions.length - 4 + 6 });
-  assert.deepEqual(parseClientHello(longer), { kind: "incomplete", needBytes: longer.length + 11 });
+  assert.deepEqual(parse(longer), { kind: "incomplete", needBytes: longer.length + 11 });
   const completed = concat(longer, record(22, rest));
-  assert.equal(parseClientHello(completed).kind, "hello");
+  assert.equal(parse(completed).kind, "hello");
   assertInvalid(concat(longer, record(22, new Uint8Array(6))), "bad_extensions_length");
   // ...but an extensions length that cannot fill the declared message fails at once.
   assertInvalid(buildHello({ handshakeLength: body + 10 }), "bad_extensions_length");
@@ -432,7 +445,7 @@ Deno.test("hand-built: size limit", () => {
   const fit = padded(MAX_CLIENT_HELLO_BYTES - 20 - base);
   const wire = fragment(fit, [16384]);
   assert.equal(wire.length, MAX_CLIENT_HELLO_BYTES);
-  const ok = parseClientHello(wire);
+  const ok = parse(wire);
   assert.ok(ok.kind === "hello" && ok.bytesUsed === MAX_CLIENT_HELLO_BYTES);
   // One byte more: cannot fit in MAX wire bytes, known from the header alone.
   const over = fragment(padded(MAX_CLIENT_HELLO_BYTES - 20 - base + 1), [16384]);
@@ -444,7 +457,7 @@ Deno.test("hand-built: size limit", () => {
   assert.ok(small.length > MAX_CLIENT_HELLO_BYTES);
   let firstTooLarge = -1;
   for (let end = 1; end <= small.length; end += 1 + (end % 97)) {
-    const result = parseClientHello(small.subarray(0, end));
+    const result = parse(small.subarray(0, end));
     if (firstTooLarge < 0 && result.kind === "incomplete") continue;
     assert.deepEqual(result, { kind: "invalid", reason: "too_large" }, `prefix ${end}`);
     if (firstTooLarge < 0) firstTooLarge = end;
@@ -465,7 +478,7 @@ Deno.test("hand-built: a hello split across records at every offset parses the s
   for (let cut = 1; cut < hello.length; cut++) {
     for (const cut2 of [cut + 1, hello.length - 1]) {
       const wire = fragmentAt(hello, [cut, cut2]);
-      assert.deepEqual(parseClientHello(wire), {
+      assert.deepEqual(parse(wire), {
         kind: "hello",
         serverName: "x.allowed.test",
         alpn: ["h2"],
@@ -487,11 +500,11 @@ Deno.test("needBytes: a caller re-parsing only at needBytes parses a few times, 
   assert.ok(wire.length <= MAX_CLIENT_HELLO_BYTES && wire.length > MAX_CLIENT_HELLO_BYTES - 6);
   let parses = 0;
   let need = 1;
-  let result: ClientHelloResult = { kind: "incomplete", needBytes: 1 };
+  let result: ClientHelloScan = { kind: "incomplete", needBytes: 1 };
   for (let end = 1; end <= wire.length; end++) {
     if (end < need) continue;
     parses++;
-    result = parseClientHello(wire.subarray(0, end));
+    result = parse(wire.subarray(0, end));
     if (result.kind !== "incomplete") break;
     need = result.needBytes;
   }
@@ -506,7 +519,7 @@ Deno.test("needBytes: a caller re-parsing only at needBytes parses a few times, 
 Deno.test("property: random bytes never throw", () => {
   fc.assert(
     fc.property(fc.uint8Array({ maxLength: 4096 }), (bytes) => {
-      assertKind(parseClientHello(bytes));
+      assertKind(parse(bytes));
     }),
     { numRuns: 5000 },
   );
@@ -519,7 +532,7 @@ Deno.test("property: random bytes never throw", () => {
         new Uint8Array([1, length >> 16, (length >> 8) & 0xff, length & 0xff, 3, 3]),
         body,
       );
-      assertKind(parseClientHello(record(22, handshake)));
+      assertKind(parse(record(22, handshake)));
     }),
     { numRuns: 5000 },
   );
@@ -577,16 +590,16 @@ Deno.test("property: mutated captures never throw, and prefixes agree with the w
       fc.nat(),
       (which, edits, cut) => {
         const bytes = mutate(CAPTURES[which].bytes, edits);
-        const result = parseClientHello(bytes);
+        const result = parse(bytes);
         assertKind(result);
         if (result.kind === "incomplete") assert.ok(result.needBytes > bytes.length);
-        const prefix = parseClientHello(bytes.subarray(0, cut % (bytes.length + 1)));
+        const prefix = parse(bytes.subarray(0, cut % (bytes.length + 1)));
         assertKind(prefix);
         // Deny early is final: more bytes never rescue an invalid prefix.
         if (prefix.kind === "invalid") assert.equal(result.kind, "invalid");
         if (result.kind === "hello") {
           assert.ok(result.bytesUsed <= bytes.length);
-          assert.deepEqual(parseClientHello(bytes.subarray(0, result.bytesUsed)), result);
+          assert.deepEqual(parse(bytes.subarray(0, result.bytesUsed)), result);
           const end = cut % (bytes.length + 1);
           if (end < result.bytesUsed) assertIncomplete(prefix, end, result.bytesUsed);
         }
@@ -619,9 +632,9 @@ Deno.test("property: re-fragmenting a hello at random split points never changes
           body,
         );
         if (handshake.length > 16384) return;
-        const whole = parseClientHello(record(22, handshake));
+        const whole = parse(record(22, handshake));
         const wire = fragmentAt(handshake, splits);
-        const split = parseClientHello(wire);
+        const split = parse(wire);
         if (whole.kind === "hello") {
           assert.deepEqual(split, { ...whole, bytesUsed: wire.length });
         } else {
