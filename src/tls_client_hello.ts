@@ -36,8 +36,8 @@ export const MAX_CLIENT_HELLO_BYTES = 65536;
  *   `bad_client_hello_version`, `bad_session_id`, `bad_cipher_suites`,
  *   `bad_compression_methods`, `bad_extensions_length`,
  *   `bad_extension_length`, `duplicate_extension`, `bad_server_name_list`,
- *   `multiple_server_names`, `empty_server_name`, `invalid_server_name` or
- *   `bad_alpn`.
+ *   `multiple_server_names`, `empty_server_name`, `invalid_server_name`,
+ *   `bad_alpn` (or `parser_error`, which no input is known to reach).
  */
 export type ClientHelloResult =
   | { kind: "incomplete" }
