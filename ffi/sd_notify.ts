@@ -98,6 +98,9 @@ const SYMBOLS = {
   close: { parameters: ["i32"], result: "i32" },
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
+  // Reads errno through libc: Deno.UnsafePointerView needs an unscoped --allow-ffi,
+  // while calling a symbol of a library opened under --allow-ffi=<dirs> does not.
+  memcpy: { parameters: ["buffer", "pointer", "usize"], result: "pointer" },
 } as const;
 
 type Lib = Deno.DynamicLibrary<typeof SYMBOLS>;
@@ -166,9 +169,18 @@ class LibcNotifier implements Notifier {
     this.#lib = lib;
   }
 
-  #errno(lib: Lib): string {
+  readonly #errnoBuf = new Int32Array(1);
+
+  /** The calling thread's errno; call it right after the failed libc call. */
+  #errnoValue(lib: Lib): number {
     const ptr = lib.symbols.__errno_location();
-    return errnoName(ptr === null ? 0 : new Deno.UnsafePointerView(ptr).getInt32());
+    if (ptr === null) return 0;
+    lib.symbols.memcpy(new Uint8Array(this.#errnoBuf.buffer), ptr, 4n);
+    return this.#errnoBuf[0];
+  }
+
+  #errno(lib: Lib): string {
+    return errnoName(this.#errnoValue(lib));
   }
 
   notify(state: string): boolean {
@@ -212,8 +224,7 @@ class LibcNotifier implements Notifier {
             `sendto ${this.address}: short write (${sent} of ${message.length} bytes)`;
           return false;
         }
-        const ptr = lib.symbols.__errno_location();
-        const errno = ptr === null ? 0 : new Deno.UnsafePointerView(ptr).getInt32();
+        const errno = this.#errnoValue(lib);
         if (errno === EINTR) continue;
         this.lastError = `sendto ${this.address}: ${errnoName(errno)}`;
         return false;

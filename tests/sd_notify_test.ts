@@ -34,7 +34,7 @@ interface Received {
 async function withReceiver(
   address: string,
   count: number,
-  send: () => void,
+  send: () => void | Promise<void>,
 ): Promise<Received[]> {
   const child = new Deno.Command("python3", {
     args: ["-c", RECEIVER, address, String(count)],
@@ -60,7 +60,7 @@ async function withReceiver(
   let stderr = "";
   try {
     assert.equal(await nextLine(), "ready");
-    send();
+    await send();
     for (let i = 0; i < count; i++) {
       const line = await nextLine();
       if (line === null) break;
@@ -208,6 +208,51 @@ Deno.test("sd_notify failures return false with the errno, never throw", async (
     assert.equal(nobody.notify(READY), false);
     assert.equal(nobody.reloading(), false);
     assert.equal(nobody.lastError, "notifier is closed");
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("sd_notify works under the scoped --allow-ffi=<dirs> the service runs with", async () => {
+  // Deno.UnsafePointerView needs an unscoped --allow-ffi; run in a child with the production flags.
+  const dir = await Deno.makeTempDir({ prefix: "sd_notify_test_" });
+  try {
+    const script = `${dir}/probe.ts`;
+    const module = new URL("../ffi/sd_notify.ts", import.meta.url).href;
+    await Deno.writeTextFile(
+      script,
+      `import { createNotifier } from ${JSON.stringify(module)};\n` +
+        `const n = createNotifier();\n` +
+        `console.log(JSON.stringify([n?.notify("READY=1"), n?.lastError]));\n`,
+    );
+    const address = `@proxy-please-test-scoped-${crypto.randomUUID()}`;
+    const run = () =>
+      new Deno.Command(Deno.execPath(), {
+        args: [
+          "run",
+          "--no-config",
+          "--allow-env=NOTIFY_SOCKET",
+          "--allow-ffi=/lib,/lib64,/usr/lib,/usr/lib64",
+          script,
+        ],
+        env: { NOTIFY_SOCKET: address, NO_COLOR: "1" },
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+    // Nobody listening: the failure path reads errno.
+    let out = await run();
+    const dec = new TextDecoder();
+    assert.equal(out.code, 0, dec.decode(out.stderr));
+    const [sent, error] = JSON.parse(dec.decode(out.stdout));
+    assert.equal(sent, false);
+    assert.match(error, /: (ECONNREFUSED|errno 111)$/);
+    // And the success path reaches a real receiver.
+    const got = await withReceiver(address, 1, async () => {
+      out = await run();
+    });
+    assert.equal(out.code, 0, dec.decode(out.stderr));
+    assert.deepEqual(JSON.parse(dec.decode(out.stdout)), [true, null]);
+    assert.deepEqual(got.map((g) => g.data), ["READY=1"]);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
