@@ -9,7 +9,7 @@
  */
 
 import { type Lab, type LabOptions, upLab } from "../lab/lab.ts";
-import type { ProxyEvent } from "../lab/proxy.ts";
+import { endpointPort, type ProxyEvent } from "../lab/proxy.ts";
 import { E2E_PREFIX } from "../lab/topology.ts";
 
 /** What a case gets: the lab and the proxy-log position at the start of the case. */
@@ -20,6 +20,11 @@ export interface CaseContext {
     predicate: (e: ProxyEvent) => boolean,
     timeoutMs?: number,
   ): Promise<ProxyEvent | undefined>;
+  /**
+   * Waits for the decision on the connection from client source port `port` (the proxy may
+   * log it after the client has already seen the connection close).
+   */
+  decisionFor(port: number | undefined, timeoutMs?: number): Promise<ProxyEvent | undefined>;
   /** Proxy events logged since the start of this case. */
   events(): Promise<ProxyEvent[]>;
 }
@@ -50,6 +55,13 @@ export function labTest(name: string, cases: LabCase[], options: LabOptions = {}
               lab,
               waitForEvent: (predicate, timeoutMs = 5_000) =>
                 proxy.log.waitFor(predicate, { from, timeoutMs }),
+              decisionFor: (port, timeoutMs = 5_000) => {
+                if (!port) throw new Error("the client reported no source port");
+                return proxy.log.waitFor(
+                  (e) => isDecision(e) && endpointPort(e.peer) === port,
+                  { from, timeoutMs },
+                );
+              },
               events: () => proxy.log.since(from),
             });
           });

@@ -6,22 +6,14 @@
 
 import assert from "node:assert/strict";
 import { curl, sClient } from "../lab/clients.ts";
-import type { ProxyEvent } from "../lab/proxy.ts";
-import { endpointPort } from "../lab/proxy.ts";
 import { type CaseContext, isDecision, labTest } from "./lab_fixture.ts";
 import { b64, rawClient } from "./raw.ts";
-
-/** The decision logged for the connection from client source port `port`. */
-function decisionFor(c: CaseContext, port: number | undefined): Promise<ProxyEvent | undefined> {
-  assert.ok(port, "curl reported no local port");
-  return c.waitForEvent((e) => isDecision(e) && endpointPort(e.peer) === port);
-}
 
 async function expectAllowed(c: CaseContext, url: string, family: 4 | 6, name: string) {
   const r = await curl(c.lab, url, { family });
   assert.equal(r.status, 200, `${url}: ${r.error}`);
   assert.equal(r.body, `hello from ${name}\n`);
-  const e = await decisionFor(c, r.localPort);
+  const e = await c.decisionFor(r.localPort);
   assert.ok(e, `no proxy decision for ${url}`);
   assert.equal(e.event, "ALLOWED");
   const proto = url.startsWith("https:") ? "HTTPS" : "HTTP";
@@ -46,7 +38,7 @@ async function expectDenied(
   assert.notEqual(r.status, 200, `${url} got through: ${r.body}`);
   assert.ok(!r.body.includes("hello from") && !r.body.includes("never-reached"));
   if (url.startsWith("https:")) assert.equal(r.status, 0, "no TLS session for a denied name");
-  const e = await decisionFor(c, r.localPort);
+  const e = await c.decisionFor(r.localPort);
   assert.ok(e, `no proxy decision for ${url}`);
   assert.equal(e.event, "DENIED");
   assert.equal(e.reason, reason);
@@ -112,7 +104,7 @@ labTest("e2e: allowlist decisions through the real router", [
         args: ["-H", "Host: ALLOWED.Test"],
       });
       assert.equal(r.status, 200, r.error);
-      const e = await decisionFor(c, r.localPort);
+      const e = await c.decisionFor(r.localPort);
       assert.equal(e?.event, "ALLOWED");
     },
   ],
@@ -124,7 +116,7 @@ labTest("e2e: allowlist decisions through the real router", [
         args: ["-H", "Host: notallowed.test"],
       });
       assert.notEqual(r.status, 200);
-      const e = await decisionFor(c, r.localPort);
+      const e = await c.decisionFor(r.localPort);
       assert.equal(e?.event, "DENIED");
       assert.deepEqual(await c.lab.serverHits(), []);
     },
@@ -139,7 +131,7 @@ labTest("e2e: allowlist decisions through the real router", [
       });
       assert.ok(r.connected);
       assert.ok(!r.statusLine?.includes(" 200 "), `got ${r.statusLine}`);
-      const e = await c.waitForEvent(isDecision);
+      const e = await c.decisionFor(r.localPort);
       assert.equal(e?.event, "DENIED");
       assert.equal(e?.reason, "no_host");
       assert.deepEqual(await c.lab.serverHits(), []);

@@ -20,6 +20,8 @@ export interface Plan {
   closeWrite?: boolean;
   /** Stop reading after this many bytes (default 1 MiB); the rest is only counted. */
   keepBytes?: number;
+  /** Stop reading once this many bytes have arrived (default: read to the end). */
+  stopAfterBytes?: number;
   /** Give up reading after this long (default 10 s). */
   readDeadlineMs?: number;
 }
@@ -27,10 +29,12 @@ export interface Plan {
 /** What happened. */
 export interface Report {
   connected: boolean;
+  /** Our source port, to find the proxy's log line for this connection. */
+  localPort?: number;
   /** Total bytes received. */
   received: number;
-  /** How reading ended: the peer closed, the connection was reset, or our deadline passed. */
-  end: "eof" | "reset" | "deadline" | "error";
+  /** How reading ended: peer closed, reset, our deadline passed, or `stopAfterBytes` reached. */
+  end: "eof" | "reset" | "deadline" | "error" | "enough";
   /** First bytes received, hex (at most 16). */
   head: string;
   /** True when the first bytes are a TLS handshake record carrying a ServerHello. */
@@ -67,6 +71,7 @@ async function main(): Promise<Report> {
     return report;
   }
   report.connected = true;
+  report.localPort = conn.localAddr.port;
   conn.setNoDelay(true);
   const deadline = setTimeout(() => {
     report.end = "deadline";
@@ -98,6 +103,7 @@ async function main(): Promise<Report> {
       }
       const chunk = buf.slice(0, n);
       report.received += n;
+      const stop = plan.stopAfterBytes !== undefined && report.received >= plan.stopAfterBytes;
       if (keptBytes < keep) {
         kept.push(chunk.slice(0, keep - keptBytes));
         keptBytes += Math.min(n, keep - keptBytes);
@@ -116,6 +122,10 @@ async function main(): Promise<Report> {
         }
       } else {
         digest?.update(chunk);
+      }
+      if (stop) {
+        report.end = "enough";
+        break;
       }
     }
   } catch (error) {
