@@ -6,8 +6,13 @@
 
 import { probeFdSupport } from "./ffi/conn_fd.ts";
 import { type Libc, openLibc } from "./ffi/libc.ts";
+import { createNotifier, type Notifier, READY, STOPPING } from "./ffi/sd_notify.ts";
+import { type AdminServer, startAdminServer } from "./src/admin_server.ts";
+import { runReport } from "./src/audit_report.ts";
 import { type Config, ConfigError, loadConfig, type Sources } from "./src/config.ts";
+import { DnsCache } from "./src/dns_cache.ts";
 import { closeLogging, log, setupLogging } from "./src/log.ts";
+import { KNOWN_REASONS, ProxyMetrics } from "./src/metrics.ts";
 import { ProxyServer } from "./src/proxy_server.ts";
 import denoJson from "./deno.json" with { type: "json" };
 
@@ -48,12 +53,67 @@ function restartOnlyChanges(old: Config, next: Config): string[] {
   return changed;
 }
 
+/** Reason words counted by name in the metrics; anything else counts as `other`. */
+const METRIC_REASONS = [
+  ...KNOWN_REASONS,
+  "no_data",
+  "read_error",
+  "no_original_dst",
+  "invalid_sni",
+  "not_tls",
+  "multiple_host",
+  "host_mismatch",
+  "host_switch",
+  "ambiguous_framing",
+  "http2_prior_knowledge",
+  "bad_host_port",
+  "resolve_failed",
+  "no_usable_address",
+  "multiple_server_names",
+  "empty_server_name",
+  "duplicate_extension",
+  "unexpected_record",
+];
+
+/** A short fingerprint of the policy in force, exported as a metric so fleets can compare. */
+async function policyHash(config: Config): Promise<string> {
+  const text = JSON.stringify([
+    config.allowlist.entries,
+    config.sourcePolicy.map((rule) => rule.text),
+    config.mode,
+    config.dstPolicy,
+    config.echPolicy,
+  ]);
+  const digest = await crypto.subtle.digest("SHA-256", new TextEncoder().encode(text));
+  return Array.from(new Uint8Array(digest).slice(0, 8), (b) => b.toString(16).padStart(2, "0"))
+    .join("");
+}
+
 /** Re-reads settings; a bad file is rejected whole and the running policy stays. */
-function reload(server: ProxyServer, args: readonly string[]): void {
+async function reload(
+  server: ProxyServer,
+  args: readonly string[],
+  metrics: ProxyMetrics,
+  notifier: Notifier | null,
+): Promise<void> {
+  notifier?.reloading();
+  try {
+    await applyReload(server, args, metrics);
+  } finally {
+    notifier?.notify(READY);
+  }
+}
+
+async function applyReload(
+  server: ProxyServer,
+  args: readonly string[],
+  metrics: ProxyMetrics,
+): Promise<void> {
   let invocation;
   try {
     invocation = loadConfig(sources(args));
   } catch (error) {
+    metrics.reload(false);
     log.error("reload rejected, configuration unchanged: {error}", {
       error: (error as Error).message,
     });
@@ -71,16 +131,37 @@ function reload(server: ProxyServer, args: readonly string[]): void {
     logLevel: old.logLevel,
     logFormat: old.logFormat,
   };
-  log.info("configuration reloaded: {hosts} allowlist entries", {
+  metrics.reload(true);
+  const hash = await policyHash(invocation.config);
+  metrics.setConfigHash(hash);
+  log.info("configuration reloaded: {hosts} allowlist entries, policy {hash}", {
     hosts: invocation.config.allowlist.entries.length,
+    hash,
   });
   if (pending.length > 0) {
     log.warn("changes that need a restart: {settings}", { settings: pending.join(", ") });
   }
 }
 
+/** `proxy-please report [FILE|-]`: the would-deny summary of an audit-mode JSON log. */
+async function report(args: readonly string[]): Promise<number> {
+  const path = args[0] ?? "-";
+  try {
+    const file = path === "-" ? null : await Deno.open(path);
+    const text = await runReport(file?.readable ?? Deno.stdin.readable, {
+      current: Deno.env.get("ALLOWED_HOSTS"),
+    });
+    console.log(text);
+    return 0;
+  } catch (error) {
+    console.error(`proxy-please report: ${(error as Error).message}`);
+    return 2;
+  }
+}
+
 /** Runs the proxy until SIGTERM or SIGINT; resolves with the exit status. */
 export async function main(args: readonly string[]): Promise<number> {
+  if (args[0] === "report") return await report(args.slice(1));
   let invocation;
   try {
     invocation = loadConfig(sources(args));
@@ -121,21 +202,44 @@ async function run(config: Config, warnings: string[], args: readonly string[]):
     return 1;
   }
 
-  const server = new ProxyServer(config, libc, fd.symbol);
+  const metrics = new ProxyMetrics({ version: VERSION, reasons: METRIC_REASONS });
+  metrics.setConfigHash(await policyHash(config));
+  const dns = new DnsCache();
+  const server = new ProxyServer(config, { libc, fdSymbol: fd.symbol, dns, metrics });
+  let admin: AdminServer | null = null;
   try {
     server.listen();
+    if (config.adminListen !== null) {
+      const { hostname, port } = config.adminListen;
+      admin = await startAdminServer({
+        listen: hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`,
+        metrics: () => metrics.render(),
+        health: () => ({
+          live: true,
+          ready: server.accepting,
+          detail: server.accepting ? "ok" : "draining",
+        }),
+      });
+      log.info("admin endpoints on {address}", { address: endpointText(admin.addr) });
+    }
   } catch (error) {
+    server.stopAccepting();
     log.error("cannot start: {error}", { error: (error as Error).message });
     return 1;
   }
   for (const { proto, addr } of server.addresses) {
-    const host = addr.hostname.includes(":") ? `[${addr.hostname}]` : addr.hostname;
-    log.info("listening for {proto} on {address}", { proto, address: `${host}:${addr.port}` });
+    log.info("listening for {proto} on {address}", { proto, address: endpointText(addr) });
   }
-  log.info("proxy-please {version} ready: {hosts} allowlist entries", {
+  log.info("proxy-please {version} ready: {hosts} allowlist entries, mode {mode}, dst {dst}", {
     version: VERSION,
     hosts: config.allowlist.entries.length,
+    mode: config.mode,
+    dst: config.dstPolicy,
   });
+  const notifier = createNotifier();
+  if (notifier !== null && !notifier.notify(READY)) {
+    log.warn("cannot notify systemd: {error}", { error: notifier.lastError });
+  }
 
   let stopping: Promise<number> | undefined;
   const stop = (signal: string) => {
@@ -145,12 +249,15 @@ async function run(config: Config, warnings: string[], args: readonly string[]):
       active: server.activeConnections,
       seconds: server.config.drainTimeoutMs / 1000,
     });
+    notifier?.notify(STOPPING);
     server.stopAccepting();
     stopping = server.drain(server.config.drainTimeoutMs);
   };
   const onTerm = () => stop("SIGTERM");
   const onInt = () => stop("SIGINT");
-  const onHup = () => reload(server, args);
+  let reloading = Promise.resolve();
+  // Reloads run one after another: a burst of SIGHUPs never interleaves two file reads.
+  const onHup = () => reloading = reloading.then(() => reload(server, args, metrics, notifier));
   Deno.addSignalListener("SIGTERM", onTerm);
   Deno.addSignalListener("SIGINT", onInt);
   Deno.addSignalListener("SIGHUP", onHup);
@@ -163,7 +270,15 @@ async function run(config: Config, warnings: string[], args: readonly string[]):
     Deno.removeSignalListener("SIGTERM", onTerm);
     Deno.removeSignalListener("SIGINT", onInt);
     Deno.removeSignalListener("SIGHUP", onHup);
+    await admin?.shutdown();
+    notifier?.close();
   }
+}
+
+function endpointText(addr: Deno.NetAddr): string {
+  return addr.hostname.includes(":")
+    ? `[${addr.hostname}]:${addr.port}`
+    : `${addr.hostname}:${addr.port}`;
 }
 
 if (import.meta.main) {

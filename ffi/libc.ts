@@ -68,6 +68,8 @@ const SYMBOLS = {
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
+  // Copies errno out: Deno.UnsafePointerView needs unscoped --allow-ffi, memcpy does not.
+  memcpy: { parameters: ["buffer", "pointer", "usize"], result: "pointer" },
 } as const;
 
 /**
@@ -92,6 +94,8 @@ export function openLibc(paths: readonly string[] = DEFAULT_LIBC_PATHS): Libc {
 
 function wrap(lib: Deno.DynamicLibrary<typeof SYMBOLS>, path: string): Libc {
   const s = lib.symbols;
+  const errnoView = new Int32Array(1);
+  const errnoBytes = new Uint8Array(errnoView.buffer);
   return {
     path,
     getsockopt: (fd, level, optname, optval, optlen) =>
@@ -101,7 +105,9 @@ function wrap(lib: Deno.DynamicLibrary<typeof SYMBOLS>, path: string): Libc {
     errno: () => {
       // errno is thread-local, so ask for its address on every read rather than caching it.
       const ptr = s.__errno_location();
-      return ptr === null ? 0 : new Deno.UnsafePointerView(ptr).getInt32();
+      if (ptr === null) return 0;
+      s.memcpy(errnoBytes, ptr, 4n);
+      return errnoView[0];
     },
     close: () => lib.close(),
   };

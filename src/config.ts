@@ -9,6 +9,9 @@ import { parseArgs } from "node:util";
 import { parse as parseDotenv } from "dotenv";
 import { type Allowlist, parseAllowlist } from "./allowlist.ts";
 import { parseDuration } from "./duration.ts";
+import type { DstPolicy } from "./destination_pin.ts";
+import { parseSourcePolicy, type SourcePolicy } from "./source_policy.ts";
+import { type ListenAddress, parseListenAddress } from "./admin_server.ts";
 
 /** Log levels accepted in `LOG_LEVEL` (and `RUST_LOG`, for users of the Rust original). */
 export type LogLevel = "trace" | "debug" | "info" | "warning" | "error";
@@ -16,6 +19,16 @@ export type LogLevel = "trace" | "debug" | "info" | "warning" | "error";
 /** The proxy's validated configuration. */
 export interface Config {
   readonly allowlist: Allowlist;
+  /** Per-source-CIDR allowlists; the longest matching prefix wins over `allowlist`. */
+  readonly sourcePolicy: SourcePolicy;
+  /** `enforce` denies; `audit` forwards everything and marks what would have been denied. */
+  readonly mode: "enforce" | "audit";
+  /** How the original destination is checked against the name's DNS answers. */
+  readonly dstPolicy: DstPolicy;
+  /** Whether a ClientHello offering Encrypted Client Hello may pass (its outer SNI decides). */
+  readonly echPolicy: "allow" | "deny";
+  /** The admin listener for /metrics, /healthz, /readyz; null when off. */
+  readonly adminListen: ListenAddress | null;
   readonly httpPort: number;
   readonly httpsPort: number;
   readonly listenAddresses: readonly string[];
@@ -51,6 +64,33 @@ export const SETTINGS: readonly Setting[] = [
     defaultValue: "",
     help: "Comma-separated allowlist: example.com (exact), *.example.com (one label below, not " +
       "the apex). Empty denies everything.",
+  },
+  {
+    key: "SOURCE_POLICY",
+    defaultValue: "",
+    help: "Per-source allowlists: 'CIDR=host,host; CIDR=host'. The longest matching prefix " +
+      "wins; other clients get ALLOWED_HOSTS.",
+  },
+  {
+    key: "MODE",
+    defaultValue: "enforce",
+    help: "enforce, or audit: forward everything and log would_deny=true where enforce denies.",
+  },
+  {
+    key: "DST_POLICY",
+    defaultValue: "pin",
+    help: "pin: connect only to an address the allowed name resolves to (the dialled one if it " +
+      "is among them); strict: deny when the dialled address is not among them; off: trust it.",
+  },
+  {
+    key: "ECH_POLICY",
+    defaultValue: "allow",
+    help: "allow or deny ClientHellos offering Encrypted Client Hello (the outer SNI decides).",
+  },
+  {
+    key: "ADMIN_LISTEN",
+    defaultValue: "127.0.0.1:9090",
+    help: "Address of /metrics, /healthz and /readyz; empty turns it off.",
   },
   { key: "HTTP_PORT", defaultValue: "8080", help: "Port of the HTTP listener (Host checked)." },
   { key: "HTTPS_PORT", defaultValue: "8443", help: "Port of the TLS listener (SNI checked)." },
@@ -259,18 +299,24 @@ function parseListen(text: string): Parsed<string[]> {
     : { ok: false, reason: `LISTEN_ADDRESS ${JSON.stringify(bad)} is not an IP address` };
 }
 
-function parseFormat(text: string): Parsed<"text" | "json"> {
-  const word = text.trim().toLowerCase();
-  return word === "text" || word === "json"
-    ? { ok: true, value: word }
-    : { ok: false, reason: `LOG_FORMAT ${JSON.stringify(text)} is not text or json` };
-}
-
 function durationOf(key: string, text: string): Parsed<number> {
   const result = parseDuration(text);
   return result.ok
     ? { ok: true, value: result.ms }
     : { ok: false, reason: `${key} ${result.reason}` };
+}
+
+function oneOf<T extends string>(key: string, text: string, words: readonly T[]): Parsed<T> {
+  const word = text.trim().toLowerCase();
+  return (words as readonly string[]).includes(word)
+    ? { ok: true, value: word as T }
+    : { ok: false, reason: `${key} ${JSON.stringify(text)} is not one of ${words.join(", ")}` };
+}
+
+function parseAdmin(text: string): Parsed<ListenAddress | null> {
+  if (text.trim() === "") return { ok: true, value: null };
+  const result = parseListenAddress(text.trim());
+  return result.ok ? result : { ok: false, reason: `ADMIN_LISTEN: ${result.reason}` };
 }
 
 function must<T>(result: Parsed<T>): T {
@@ -286,13 +332,20 @@ function buildConfig(raw: Raw, envFile: string | null): Config {
   if (httpPort === httpsPort) {
     throw new ConfigError(`HTTP_PORT and HTTPS_PORT are both ${httpPort}`);
   }
+  const sources = parseSourcePolicy(raw.SOURCE_POLICY);
+  if (!sources.ok) throw new ConfigError(sources.reason);
   return {
     allowlist: list.allowlist,
+    sourcePolicy: sources.rules,
+    mode: must(oneOf("MODE", raw.MODE, ["enforce", "audit"] as const)),
+    dstPolicy: must(oneOf("DST_POLICY", raw.DST_POLICY, ["pin", "strict", "off"] as const)),
+    echPolicy: must(oneOf("ECH_POLICY", raw.ECH_POLICY, ["allow", "deny"] as const)),
+    adminListen: must(parseAdmin(raw.ADMIN_LISTEN)),
     httpPort,
     httpsPort,
     listenAddresses: must(parseListen(raw.LISTEN_ADDRESS)),
     logLevel: must(parseLevel(raw.LOG_LEVEL)),
-    logFormat: must(parseFormat(raw.LOG_FORMAT)),
+    logFormat: must(oneOf("LOG_FORMAT", raw.LOG_FORMAT, ["text", "json"] as const)),
     firstBytesTimeoutMs: must(durationOf("FIRST_BYTES_TIMEOUT", raw.FIRST_BYTES_TIMEOUT)),
     connectTimeoutMs: must(durationOf("CONNECT_TIMEOUT", raw.CONNECT_TIMEOUT)),
     idleTimeoutMs: must(durationOf("IDLE_TIMEOUT", raw.IDLE_TIMEOUT)),

@@ -1,20 +1,34 @@
 /**
  * One accepted connection from start to end: original destination, first bytes, decision,
- * upstream connect, replay of the bytes read, relay, closing line. Every failure costs this
- * connection only; nothing here throws to the accept loop.
+ * destination pinning, upstream connect, replay of the bytes read, relay (with every later
+ * HTTP request checked), closing line. Every failure costs this connection only; nothing
+ * here throws to the accept loop.
  * @module
  */
 
 import type { Libc } from "../ffi/libc.ts";
 import { originalDestination } from "../ffi/original_dst.ts";
-import { canonicalAddress, formatEndpoint } from "../ffi/sockaddr.ts";
+import { canonicalAddress, formatEndpoint, type SocketAddress } from "../ffi/sockaddr.ts";
+import type { Allowlist } from "./allowlist.ts";
 import type { Config } from "./config.ts";
-import { decideHttp, decideTls, type Decision, denialMessage, denialResponse } from "./decision.ts";
-import { MAX_HEAD_BYTES, parseHttpHead } from "./http_head.ts";
+import {
+  decideHttp,
+  decideName,
+  decideTls,
+  type Decision,
+  denialMessage,
+  denialResponse,
+} from "./decision.ts";
+import { decideDestination } from "./destination_pin.ts";
+import type { DnsCache } from "./dns_cache.ts";
+import { HttpHeadScanner, MAX_HEAD_BYTES } from "./http_head.ts";
+import { RequestFramingTracker } from "./http_framing.ts";
 import { type EventFields, log, logEvent } from "./log.ts";
+import type { ProxyMetrics } from "./metrics.ts";
 import { readPreamble } from "./preamble.ts";
-import { closeQuietly, errorName, relay } from "./relay.ts";
-import { MAX_CLIENT_HELLO_BYTES, parseClientHello } from "./tls_client_hello.ts";
+import { closeQuietly, errorName, relay, type UpstreamInspector, writeAll } from "./relay.ts";
+import { selectAllowlist } from "./source_policy.ts";
+import { MAX_CLIENT_HELLO_BYTES, scanClientHello } from "./tls_client_hello.ts";
 
 /** Which listener accepted the connection. */
 export type Proto = "HTTP" | "HTTPS";
@@ -25,6 +39,8 @@ export interface ConnectionContext {
   readonly config: Config;
   readonly libc: Libc;
   readonly fdSymbol: symbol;
+  readonly dns: DnsCache;
+  readonly metrics: ProxyMetrics;
   /** True when an address:port is one of the proxy's own listeners (never connect there). */
   readonly isOwnListener: (address: string, port: number) => boolean;
   /** Local endpoints of upstream connections in flight, to recognise a routing loop. */
@@ -32,6 +48,8 @@ export interface ConnectionContext {
   /** Aborts relays still running when a graceful stop's drain period is over. */
   readonly stopSignal: AbortSignal;
 }
+
+type Denial = Extract<Decision, { allowed: false }>;
 
 /** How long a denied HTTP client may keep sending before the socket is closed under it. */
 const DENY_LINGER_MS = 1000;
@@ -46,45 +64,77 @@ export async function handleConnection(
   const remote = conn.remoteAddr;
   const peer = formatEndpoint(canonicalAddress(remote.hostname), remote.port);
   const fields: EventFields = { event: "DENIED", proto, peer, dst: "-" };
+  const { config } = ctx;
+  const audit = config.mode === "audit";
   try {
     // Ask the kernel before reading: the fd is certainly this connection's now.
     const origin = originalDestination(ctx.libc, conn, ctx.fdSymbol);
+    let destination: SocketAddress | undefined;
     let dstProblem: string | undefined;
     if (!origin.ok) dstProblem = "no_original_dst";
     else {
-      const { address, port } = origin.destination;
-      fields.dst = formatEndpoint(address, port);
+      destination = origin.destination;
+      fields.dst = formatEndpoint(destination.address, destination.port);
       if (!origin.redirected) dstProblem = "not_redirected";
-      else if (ctx.isOwnListener(address, port) || ctx.upstreamEndpoints.has(peer)) {
-        dstProblem = "loop";
-      }
+      else if (
+        ctx.isOwnListener(destination.address, destination.port) ||
+        ctx.upstreamEndpoints.has(peer)
+      ) dstProblem = "loop";
     }
 
-    const decision = await readAndDecide(conn, proto, ctx.config, fields);
-    if (decision === null) return; // closed, timed out or refused while reading; logged
-    if (!decision.verdict.allowed || dstProblem !== undefined || !origin.ok) {
-      const denied: Extract<Decision, { allowed: false }> = decision.verdict.allowed
-        ? {
+    const allowlist = selectAllowlist(config.sourcePolicy, config.allowlist, remote.hostname);
+    const first = await readAndDecide(conn, proto, config, allowlist, fields);
+    if (first === null) {
+      ctx.metrics.connection(proto, "denied", fields.reason);
+      return; // closed, timed out or too large while reading; logged
+    }
+    let verdict = first.verdict;
+
+    // Where the client is not redirected to a real destination, nothing can be forwarded,
+    // whatever the mode.
+    if (dstProblem !== undefined || destination === undefined) {
+      return await deny(conn, proto, fields, ctx, {
+        allowed: false,
+        reason: dstProblem ?? "no_original_dst",
+        status: 403,
+      }, "the connection was not redirected to this proxy");
+    }
+    if (verdict.allowed && proto === "HTTPS" && first.ech && config.echPolicy === "deny") {
+      verdict = { allowed: false, reason: "ech", status: 403, name: verdict.name };
+    }
+    if (!verdict.allowed && !audit) return await deny(conn, proto, fields, ctx, verdict);
+
+    let connectTo: { address: string; port: number } = destination;
+    if (verdict.allowed && config.dstPolicy !== "off") {
+      const resolved = await ctx.dns.lookup(verdict.name);
+      const pinned = decideDestination(config.dstPolicy, destination, resolved);
+      if (!pinned.ok) {
+        const denial: Denial = {
           allowed: false,
-          reason: dstProblem ?? "no_original_dst",
+          reason: pinned.reason,
           status: 403,
-          name: decision.verdict.name,
-        }
-        : decision.verdict;
-      fields.reason = denied.reason;
-      logEvent(fields);
-      if (proto === "HTTP") {
-        const message = dstProblem !== undefined && decision.verdict.allowed
-          ? "the connection was not redirected to this proxy"
-          : denialMessage(denied);
-        await refuseHttp(conn, denialResponse(denied.status, message));
+          name: verdict.name,
+        };
+        if (!audit) return await deny(conn, proto, fields, ctx, denial);
+        verdict = denial;
+      } else {
+        connectTo = pinned.connectTo;
+        if (pinned.mismatch) fields.connect = formatEndpoint(connectTo.address, connectTo.port);
       }
-      return;
     }
 
-    fields.event = "ALLOWED";
+    if (verdict.allowed) fields.event = "ALLOWED";
+    else {
+      // Audit mode: forwarded as if allowed, marked with what enforce mode would have done.
+      fields.event = "ALLOWED";
+      fields.would_deny = true;
+      fields.reason = verdict.reason;
+    }
     logEvent(fields);
-    const upstream = await connectUpstream(origin.destination, ctx.config.connectTimeoutMs);
+    ctx.metrics.connection(proto, "allowed", verdict.allowed ? "none" : verdict.reason);
+
+    const connectStarted = performance.now();
+    const upstream = await connectUpstream(connectTo, config.connectTimeoutMs);
     if (!upstream.ok) {
       if (proto === "HTTP") {
         await refuseHttp(conn, denialResponse(502, "the upstream server could not be reached"));
@@ -92,18 +142,30 @@ export async function handleConnection(
       logClosed(fields, started, 0, 0, upstream.error);
       return;
     }
+    ctx.metrics.connectSeconds((performance.now() - connectStarted) / 1000);
     const upstreamEnd = endpointOf(upstream.conn.localAddr);
     ctx.upstreamEndpoints.add(upstreamEnd);
     try {
-      let written = 0;
-      while (written < decision.bytes.length) {
-        written += await upstream.conn.write(decision.bytes.subarray(written));
+      const inspector = proto === "HTTP"
+        ? requestInspector(verdict.allowed ? verdict.name : null, allowlist, fields, ctx)
+        : undefined;
+      let refused: Uint8Array | undefined;
+      if (inspector === undefined) await writeAll(upstream.conn, first.bytes);
+      else {
+        // The first request goes through the same tracker as the later ones, so its body is
+        // framed and pipelined requests behind it are checked too.
+        const verdict = await inspector(first.bytes, (bytes) => writeAll(upstream.conn, bytes));
+        if (verdict.stop) refused = verdict.finalResponse ?? denialResponse(400, "request refused");
       }
+      const up = first.bytes.length;
       const moved = await relay(conn, upstream.conn, {
-        idleTimeoutMs: ctx.config.idleTimeoutMs,
+        idleTimeoutMs: config.idleTimeoutMs,
         signal: ctx.stopSignal,
+        inspectUp: inspector,
+        refused,
       });
-      logClosed(fields, started, moved.up + written, moved.down, moved.error);
+      ctx.metrics.bytes(moved.up + up, moved.down);
+      logClosed(fields, started, moved.up + up, moved.down, moved.error);
     } catch (error) {
       logClosed(fields, started, 0, 0, errorName(error));
     } finally {
@@ -118,38 +180,114 @@ export async function handleConnection(
   }
 }
 
+/**
+ * Checks every request after the first on a kept-alive or pipelined HTTP connection: the
+ * same policy, and the same name as the first request (a connection pinned to one name's
+ * address must not carry requests for another). Ambiguous framing ends the connection.
+ */
+function requestInspector(
+  pinnedName: string | null,
+  allowlist: Allowlist,
+  fields: EventFields,
+  ctx: ConnectionContext,
+): UpstreamInspector {
+  const tracker = new RequestFramingTracker();
+  const audit = ctx.config.mode === "audit";
+  let requests = 0;
+  return async (chunk, forward) => {
+    for (const event of tracker.push(chunk)) {
+      if (event.type === "data") await forward(event.bytes);
+      else if (event.type === "head") {
+        requests++;
+        let decision = decideName(event.head.host, allowlist, "invalid_host");
+        if (
+          requests > 1 && decision.allowed && pinnedName !== null && decision.name !== pinnedName
+        ) {
+          decision = { allowed: false, reason: "host_switch", status: 403, name: decision.name };
+        }
+        if (!decision.allowed && requests > 1) {
+          const line: EventFields = { ...fields, event: "DENIED", reason: decision.reason };
+          line.host = decision.name ?? decision.raw;
+          line.connect = undefined;
+          if (audit) line.event = "ALLOWED", line.would_deny = true;
+          logEvent(line);
+          ctx.metrics.connection("HTTP", audit ? "allowed" : "denied", decision.reason);
+          if (!audit) {
+            return {
+              stop: true,
+              finalResponse: denialResponse(decision.status, denialMessage(decision)),
+            };
+          }
+        }
+        await forward(event.bytes);
+      } else if (event.type === "invalid") {
+        logEvent({ ...fields, event: "DENIED", reason: event.reason, connect: undefined });
+        ctx.metrics.connection("HTTP", "denied", event.reason);
+        return {
+          stop: true,
+          finalResponse: denialResponse(
+            event.status === 431 ? 431 : 400,
+            "request refused (" + event.reason + ")",
+          ),
+        };
+      }
+    }
+    return { stop: false };
+  };
+}
+
+/** Logs, counts and carries out a denial: a 4xx for HTTP, a silent close for TLS. */
+async function deny(
+  conn: Deno.TcpConn,
+  proto: Proto,
+  fields: EventFields,
+  ctx: ConnectionContext,
+  denial: Denial,
+  message = denialMessage(denial),
+): Promise<void> {
+  fields.event = "DENIED";
+  fields.reason = denial.reason;
+  logEvent(fields);
+  ctx.metrics.connection(proto, "denied", denial.reason);
+  if (proto === "HTTP") await refuseHttp(conn, denialResponse(denial.status, message));
+}
+
 /** Reads the request head or ClientHello and decides; null when the read itself failed. */
 async function readAndDecide(
   conn: Deno.TcpConn,
   proto: Proto,
   config: Config,
+  allowlist: Allowlist,
   fields: EventFields,
-): Promise<{ verdict: Decision; bytes: Uint8Array } | null> {
+): Promise<{ verdict: Decision; bytes: Uint8Array; ech: boolean } | null> {
   if (proto === "HTTP") {
+    const scanner = new HttpHeadScanner();
     const read = await readPreamble(
       conn,
-      parseHttpHead,
+      (bytes) => scanner.scan(bytes),
       MAX_HEAD_BYTES,
       config.firstBytesTimeoutMs,
     );
     if (!read.ok) return readFailed(conn, proto, fields, read.reason);
-    const verdict = decideHttp(read.verdict, config.allowlist);
+    const verdict = decideHttp(read.verdict, allowlist);
     nameFields(fields, "host", verdict);
-    return { verdict, bytes: read.bytes };
+    return { verdict, bytes: read.bytes, ech: false };
   }
   const read = await readPreamble(
     conn,
-    parseClientHello,
+    scanClientHello,
     MAX_CLIENT_HELLO_BYTES,
     config.firstBytesTimeoutMs,
   );
   if (!read.ok) return readFailed(conn, proto, fields, read.reason);
-  const verdict = decideTls(read.verdict, config.allowlist);
+  const verdict = decideTls(read.verdict, allowlist);
   nameFields(fields, "sni", verdict);
+  const ech = read.verdict.kind === "hello" && read.verdict.ech;
   if (read.verdict.kind === "hello" && read.verdict.alpn.length > 0) {
     fields.alpn = read.verdict.alpn.join(",");
   }
-  return { verdict, bytes: read.bytes };
+  if (ech) fields.ech = true;
+  return { verdict, bytes: read.bytes, ech };
 }
 
 function nameFields(fields: EventFields, key: "host" | "sni", verdict: Decision): void {
@@ -181,8 +319,7 @@ async function readFailed(
 async function refuseHttp(conn: Deno.TcpConn, response: Uint8Array): Promise<void> {
   const timer = setTimeout(() => closeQuietly(conn), DENY_LINGER_MS);
   try {
-    let written = 0;
-    while (written < response.length) written += await conn.write(response.subarray(written));
+    await writeAll(conn, response);
     await conn.closeWrite();
     const sink = new Uint8Array(4096);
     for (let total = 0; total < 65536;) {
@@ -212,10 +349,8 @@ async function connectUpstream(
     return { ok: true, conn };
   } catch (error) {
     const name = errorName(error);
-    return {
-      ok: false,
-      error: `connect_${name === "TimeoutError" || name === "AbortError" ? "timeout" : name}`,
-    };
+    const timedOut = name === "TimeoutError" || name === "AbortError";
+    return { ok: false, error: `connect_${timedOut ? "timeout" : name}` };
   }
 }
 
@@ -234,6 +369,7 @@ function logClosed(
     ...fields,
     event: "CLOSED",
     reason: undefined,
+    would_deny: undefined,
     up,
     down,
     duration_ms: Date.now() - started,

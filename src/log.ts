@@ -23,7 +23,12 @@ export interface EventFields {
   host?: string;
   sni?: string;
   alpn?: string;
+  ech?: boolean;
   reason?: string;
+  /** Audit mode: allowed only because the mode is audit. */
+  would_deny?: boolean;
+  /** Where the proxy connected, when destination pinning chose another address than `dst`. */
+  connect?: string;
   up?: number;
   down?: number;
   duration_ms?: number;
@@ -36,7 +41,10 @@ const FIELD_ORDER = [
   "host",
   "sni",
   "reason",
+  "would_deny",
+  "connect",
   "alpn",
+  "ech",
   "up",
   "down",
   "duration_ms",

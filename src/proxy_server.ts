@@ -7,6 +7,8 @@
 import type { Libc } from "../ffi/libc.ts";
 import { canonicalAddress } from "../ffi/sockaddr.ts";
 import type { Config } from "./config.ts";
+import type { DnsCache } from "./dns_cache.ts";
+import type { ProxyMetrics } from "./metrics.ts";
 import { handleConnection, type Proto } from "./connection.ts";
 import { log, logEvent } from "./log.ts";
 import { closeQuietly, errorName } from "./relay.ts";
@@ -34,10 +36,23 @@ export class ProxyServer {
   #accepting = false;
   #limitLogged = 0;
 
-  constructor(config: Config, libc: Libc, fdSymbol: symbol) {
+  readonly #dns: DnsCache;
+  readonly #metrics: ProxyMetrics;
+
+  constructor(
+    config: Config,
+    deps: { libc: Libc; fdSymbol: symbol; dns: DnsCache; metrics: ProxyMetrics },
+  ) {
     this.#config = config;
-    this.#libc = libc;
-    this.#fdSymbol = fdSymbol;
+    this.#libc = deps.libc;
+    this.#fdSymbol = deps.fdSymbol;
+    this.#dns = deps.dns;
+    this.#metrics = deps.metrics;
+  }
+
+  /** True while the listeners accept connections (not yet stopping). */
+  get accepting(): boolean {
+    return this.#accepting;
   }
 
   /** The configuration new connections get. */
@@ -151,6 +166,10 @@ export class ProxyServer {
       // Refused at once, never queued. Logged at most once a second: a flood must not
       // turn into a flood of log lines.
       closeQuietly(conn);
+      const reason = this.#active.size >= config.maxConnections
+        ? "too_many_connections"
+        : "per_source_limit";
+      this.#metrics.connection(proto, "denied", reason);
       const now = Date.now();
       if (now - this.#limitLogged >= 1000) {
         this.#limitLogged = now;
@@ -159,22 +178,24 @@ export class ProxyServer {
           proto,
           peer: source,
           dst: "-",
-          reason: this.#active.size >= config.maxConnections
-            ? "too_many_connections"
-            : "too_many_from_source",
+          reason,
         });
       }
       return;
     }
     this.#perSource.set(source, fromSource + 1);
+    this.#metrics.opened();
     const task = handleConnection(conn, proto, {
       config,
       libc: this.#libc,
       fdSymbol: this.#fdSymbol,
+      dns: this.#dns,
+      metrics: this.#metrics,
       isOwnListener: (address, port) => this.#isOwnListener(address, port),
       upstreamEndpoints: this.#upstreamEndpoints,
       stopSignal: this.#stop.signal,
     }).finally(() => {
+      this.#metrics.closed();
       this.#active.delete(task);
       const left = (this.#perSource.get(source) ?? 1) - 1;
       if (left === 0) this.#perSource.delete(source);

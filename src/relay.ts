@@ -17,12 +17,30 @@ export interface RelayResult {
   error?: string;
 }
 
+/**
+ * Looks at each client-to-upstream chunk and forwards what may pass (HTTP requests after the
+ * first are checked this way). `stop` ends the client-to-upstream direction: the upstream
+ * gets a half-close, its answers to earlier requests still reach the client, and then
+ * `finalResponse` (if any) is written to the client before it is closed.
+ */
+export type UpstreamInspector = (
+  chunk: Uint8Array,
+  forward: (bytes: Uint8Array) => Promise<void>,
+) => Promise<{ stop: false } | { stop: true; finalResponse?: Uint8Array }>;
+
 /** Options of `relay`. */
 export interface RelayOptions {
   /** Close both sides after this long with no byte either way. */
   idleTimeoutMs: number;
   /** Ends the relay at once (graceful stop past its drain period). */
   signal?: AbortSignal;
+  /** Inspects and forwards client bytes instead of a plain copy. */
+  inspectUp?: UpstreamInspector;
+  /**
+   * The client direction ended before the relay began (a request in the first flight was
+   * refused): half-close the upstream at once, and after its last byte send this response.
+   */
+  refused?: Uint8Array;
 }
 
 /** Idle connections hold a small buffer; a direction that fills it moves up to the large one. */
@@ -50,20 +68,36 @@ export async function relay(
     closeQuietly(upstream);
   };
 
-  const pump = async (from: Deno.Conn, to: Deno.Conn, count: (n: number) => void) => {
+  // Written to the client after the upstream's last byte, when an inspector stopped the relay.
+  let finalToClient: Uint8Array | undefined = options.refused;
+
+  const pump = async (
+    from: Deno.Conn,
+    to: Deno.Conn,
+    count: (n: number) => void,
+    inspect?: UpstreamInspector,
+  ) => {
     let buffer = new Uint8Array(SMALL_BUFFER);
+    const forward = (bytes: Uint8Array) => writeAll(to, bytes);
     try {
-      while (true) {
+      while (to !== upstream || options.refused === undefined) {
         const n = await from.read(buffer);
         if (n === null) break;
         lastActivity = Date.now();
-        let written = 0;
-        while (written < n) written += await to.write(buffer.subarray(written, n));
         count(n);
+        if (inspect === undefined) await writeAll(to, buffer.subarray(0, n));
+        else {
+          const verdict = await inspect(buffer.subarray(0, n), forward);
+          if (verdict.stop) {
+            finalToClient = verdict.finalResponse;
+            break;
+          }
+        }
         if (n === buffer.length && buffer.length < LARGE_BUFFER) {
           buffer = new Uint8Array(LARGE_BUFFER);
         }
       }
+      if (to === client && finalToClient !== undefined) await writeAll(client, finalToClient);
       // EOF: pass the half-close on and let the other direction finish on its own.
       await to.closeWrite();
     } catch (error) {
@@ -86,7 +120,7 @@ export async function relay(
 
   try {
     await Promise.all([
-      pump(client, upstream, (n) => result.up += n),
+      pump(client, upstream, (n) => result.up += n, options.inspectUp),
       pump(upstream, client, (n) => result.down += n),
     ]);
   } finally {
@@ -95,6 +129,12 @@ export async function relay(
     closeBoth();
   }
   return result;
+}
+
+/** Writes every byte, however many partial writes it takes. */
+export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  let written = 0;
+  while (written < bytes.length) written += await conn.write(bytes.subarray(written));
 }
 
 /** Closes a connection, ignoring "already closed". */
