@@ -43,9 +43,14 @@ export interface RelayOptions {
   refused?: Uint8Array;
 }
 
-/** Idle connections hold a small buffer; a direction that fills it moves up to the large one. */
-const SMALL_BUFFER = 16 * 1024;
-const LARGE_BUFFER = 128 * 1024;
+/**
+ * Each direction starts with a small buffer, since a pending read holds its buffer and most
+ * connections are idle most of the time; a read that fills the buffer moves the direction
+ * up the ladder (2 KiB → 16 KiB → 128 KiB), so bulk transfers reach the large size at once.
+ */
+const FIRST_BUFFER = 2 * 1024;
+const LARGEST_BUFFER = 128 * 1024;
+const GROWTH = 8;
 
 /**
  * Relays until both directions have reached EOF, either side fails, the idle deadline
@@ -77,7 +82,7 @@ export async function relay(
     count: (n: number) => void,
     inspect?: UpstreamInspector,
   ) => {
-    let buffer = new Uint8Array(SMALL_BUFFER);
+    let buffer = new Uint8Array(FIRST_BUFFER);
     const forward = (bytes: Uint8Array) => writeAll(to, bytes);
     try {
       while (to !== upstream || options.refused === undefined) {
@@ -93,8 +98,8 @@ export async function relay(
             break;
           }
         }
-        if (n === buffer.length && buffer.length < LARGE_BUFFER) {
-          buffer = new Uint8Array(LARGE_BUFFER);
+        if (n === buffer.length && buffer.length < LARGEST_BUFFER) {
+          buffer = new Uint8Array(buffer.length * GROWTH);
         }
       }
       if (to === client && finalToClient !== undefined) await writeAll(client, finalToClient);
