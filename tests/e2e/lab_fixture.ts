@@ -9,7 +9,8 @@
  */
 
 import { type Lab, type LabOptions, upLab } from "../lab/lab.ts";
-import { endpointPort, type ProxyEvent } from "../lab/proxy.ts";
+import { processAlive } from "../lab/command.ts";
+import { endpointPort, type ProxyEvent, type ProxyProcess } from "../lab/proxy.ts";
 import { E2E_PREFIX } from "../lab/topology.ts";
 
 /** What a case gets: the lab and the proxy-log position at the start of the case. */
@@ -51,19 +52,20 @@ export function labTest(name: string, cases: LabCase[], options: LabOptions = {}
             const proxy = lab.proxy;
             if (!proxy) throw new Error("the lab has no proxy running");
             const from = await proxy.log.mark();
-            await fn({
-              lab,
-              waitForEvent: (predicate, timeoutMs = 5_000) =>
-                proxy.log.waitFor(predicate, { from, timeoutMs }),
-              decisionFor: (port, timeoutMs = 5_000) => {
-                if (!port) throw new Error("the client reported no source port");
-                return proxy.log.waitFor(
-                  (e) => isDecision(e) && endpointPort(e.peer) === port,
-                  { from, timeoutMs },
-                );
-              },
-              events: () => proxy.log.since(from),
-            });
+            await runCase(lab, proxy, () =>
+              fn({
+                lab,
+                waitForEvent: (predicate, timeoutMs = 5_000) =>
+                  proxy.log.waitFor(predicate, { from, timeoutMs }),
+                decisionFor: (port, timeoutMs = 5_000) => {
+                  if (!port) throw new Error("the client reported no source port");
+                  return proxy.log.waitFor(
+                    (e) => isDecision(e) && endpointPort(e.peer) === port,
+                    { from, timeoutMs },
+                  );
+                },
+                events: () => proxy.log.since(from),
+              }));
           });
         }
       } finally {
@@ -71,6 +73,24 @@ export function labTest(name: string, cases: LabCase[], options: LabOptions = {}
       }
     },
   });
+}
+
+/** Runs a case; when it fails, adds the proxy's state and its last non-decision lines. */
+async function runCase(lab: Lab, proxy: ProxyProcess, fn: () => Promise<void>): Promise<void> {
+  try {
+    await fn();
+  } catch (error) {
+    const other = proxy.log.lines().filter((l) => !l.event || !("event" in l.event)).slice(-8);
+    const state = processAlive(proxy.pid) ? "still running" : "EXITED";
+    const detail =
+      `\n[lab ${lab.t.prefix}] proxy pid ${proxy.pid} ${state}; its last other lines:\n` +
+      other.map((l) => `  ${l.raw}`).join("\n");
+    if (error instanceof Error) {
+      error.message += detail;
+      throw error;
+    }
+    throw new Error(`${error}${detail}`);
+  }
 }
 
 /** True for decision events (ALLOWED or DENIED). */

@@ -46,7 +46,7 @@ export async function applyFirewall(
     const envFile = `${t.stateDir}/proxy-please.env`;
     await Deno.writeTextFile(envFile, firewallEnvFile(t));
     // The state file lives with the lab, so removing the lab removes it too.
-    const stateFile = `${t.stateDir}/firewall.state`;
+    const stateFile = `${t.stateDir}/firewall/state`;
     await run(["bash", script, "apply", "--env-file", envFile, "--state-file", stateFile], {
       ns: t.ns.router,
     });

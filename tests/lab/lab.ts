@@ -77,6 +77,9 @@ export async function upLab(options: LabOptions = {}): Promise<Lab> {
   await downLab(prefix);
   try {
     await Deno.mkdir(t.stateDir, { recursive: true });
+    // nginx workers run unprivileged and must read the docroot under the state directory;
+    // the CA key lives in a 0700 subdirectory.
+    for (const dir of [`${t.stateDir}/..`, t.stateDir]) await Deno.chmod(dir, 0o755);
     log(`lab: building namespaces ${Object.values(t.ns).join(", ")}`);
     await createNetwork(t);
     await writeNetnsEtc(t.ns.client, "hosts", hostsFile(t));

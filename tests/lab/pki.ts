@@ -16,7 +16,7 @@ export interface Pki {
 
 /** Creates the CA and the server certificate under `dir` and returns their paths. */
 export async function makePki(dir: string): Promise<Pki> {
-  await Deno.mkdir(dir, { recursive: true });
+  await Deno.mkdir(dir, { recursive: true, mode: 0o700 });
   const p = (name: string) => `${dir}/${name}`;
   const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
   await run([

@@ -179,9 +179,13 @@ export interface ProxyProcess {
   env: Record<string, string>;
 }
 
-/** Path of the proxy's entry point in the working tree. */
+/**
+ * Path of the proxy's entry point: the working tree's `main.ts`, or the file named by
+ * `PROXY_PLEASE_LAB_PROXY` (e.g. a clean export of a commit, to tell lab bugs from work in
+ * progress).
+ */
 export function proxyEntryPoint(): string {
-  return `${repoRoot()}/main.ts`;
+  return Deno.env.get("PROXY_PLEASE_LAB_PROXY") || `${repoRoot()}/main.ts`;
 }
 
 /** True when the proxy's entry point exists in the working tree. */
@@ -201,7 +205,10 @@ export async function startProxy(
 ): Promise<ProxyProcess> {
   const entry = proxyEntryPoint();
   if (!(await proxyAvailable())) throw new Error(`the proxy is not in the working tree: ${entry}`);
-  await run([Deno.execPath(), "cache", "--quiet", entry], { cwd: repoRoot(), timeoutMs: 300_000 });
+  await run([Deno.execPath(), "cache", "--quiet", entry], {
+    cwd: entry.replace(/\/[^/]*$/, ""),
+    timeoutMs: 300_000,
+  });
   const fullEnv: Record<string, string> = {
     HTTP_PORT: String(t.ports.http),
     HTTPS_PORT: String(t.ports.https),

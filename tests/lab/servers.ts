@@ -109,6 +109,7 @@ export async function startServers(t: Topology, pki: Pki): Promise<ServerFiles> 
   }
   const bigFile = `${s}/www/files/big.bin`;
   await run(["sh", "-c", `head -c ${BIG_FILE_BYTES} /dev/urandom > "$1"`, "sh", bigFile]);
+  await Deno.chmod(bigFile, 0o644);
   const sum = await run(["sha256sum", bigFile]);
   const files: ServerFiles = {
     serverLog: `${s}/server-access.log`,
