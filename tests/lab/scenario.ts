@@ -181,6 +181,20 @@ export function labSteps(lab: Lab): Step[] {
       },
     },
     {
+      request: `curl http://${allowed}/ dialled at ${lab.t.addr.never4}`,
+      expected: "200 from the name's own server",
+      decision: { event: "ALLOWED", proto: "HTTP", name: allowed },
+      act: async () => {
+        // The client insists on the wrong address; DST_POLICY=pin (the default) must connect
+        // to an address the allowed name resolves to, so the never-reached server stays unhit.
+        const r = await curl(lab, `http://${allowed}/`, {
+          family: 4,
+          args: ["--resolve", `${allowed}:80:${lab.t.addr.never4}`],
+        });
+        return { ...curlOk(r, allowed), localPort: r.localPort };
+      },
+    },
+    {
       request: `curl http://${allowed}:${port}/ (not redirected)`,
       expected: "no connection",
       decision: "none",

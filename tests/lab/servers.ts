@@ -93,9 +93,11 @@ export function dnsmasqArgs(t: Topology): string[] {
     "--pid-file=",
     "--log-queries",
     "--log-facility=-",
-    `--host-record=${LAB_HOSTS.allowed},${server4},${server6}`,
     `--host-record=${LAB_HOSTS.blocked},${never4},${never6}`,
-    // Matches wild.test and every name below it.
+    // Each matches the name and every name below it (the captured ClientHellos in
+    // tests/testdata use names under allowed.test).
+    `--address=/${LAB_HOSTS.allowed}/${server4}`,
+    `--address=/${LAB_HOSTS.allowed}/${server6}`,
     `--address=/${LAB_HOSTS.wildApex}/${server4}`,
     `--address=/${LAB_HOSTS.wildApex}/${server6}`,
   ];
