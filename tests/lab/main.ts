@@ -48,23 +48,33 @@ export function parseArgs(argv: readonly string[]): Args | { error: string } {
 
 function keepInstructions(lab: Lab): string {
   const { ns, addr, stateDir } = lab.t;
-  return `
-The lab is running (prefix ${lab.t.prefix}). Try it by hand:
-
-  ip netns exec ${ns.client} bash                      # a shell on the client subnet
-  curl --cacert ${lab.pki.caCert} https://${LAB_HOSTS.allowed}/
-  curl http://${LAB_HOSTS.blocked}/                          # denied
-  curl -6 --cacert ${lab.pki.caCert} https://${LAB_HOSTS.wildOne}/
-
-  tail -f ${stateDir}/proxy.log                       # the proxy's decisions (JSON)
-  ip netns exec ${ns.router} iptables -t nat -S           # the router's rules
-  ip netns exec ${ns.router} bash                      # the router (proxy runs here)
-  ip netns exec ${ns.internet} bash                        # the servers (${addr.server4}, ${addr.never4}, DNS ${addr.dns4})
-
-Remove it with: deno task lab --down${
+  const ca = lab.pki.caCert;
+  const rows: Array<[string, string]> = [
+    [`ip netns exec ${ns.client} bash`, "a shell on the client subnet; then for example:"],
+    [`  curl --cacert ${ca} https://${LAB_HOSTS.allowed}/`, "allowed"],
+    [`  curl http://${LAB_HOSTS.blocked}/`, "denied (403 from the proxy)"],
+    [`  curl -6 --cacert ${ca} https://${LAB_HOSTS.wildOne}/`, "allowed by *.wild.test, IPv6"],
+    [`tail -f ${stateDir}/proxy.log`, "the proxy's decisions (JSON lines)"],
+    [`ip netns exec ${ns.router} iptables -t nat -S`, "the router's redirect rules"],
+    [`ip netns exec ${ns.router} bash`, "the router, where the proxy runs"],
+    [
+      `ip netns exec ${ns.internet} bash`,
+      `the servers: ${addr.server4}, never-reached ${addr.never4}, DNS ${addr.dns4}`,
+    ],
+  ];
+  const width = Math.max(...rows.map(([cmd]) => cmd.length));
+  const down = `deno task lab --down${
     lab.t.prefix === LAB_PREFIX ? "" : ` --prefix ${lab.t.prefix}`
-  }
-`;
+  }`;
+  return [
+    "",
+    `The lab is running (prefix ${lab.t.prefix}). Try it by hand:`,
+    "",
+    ...rows.map(([cmd, what]) => `  ${cmd.padEnd(width)}  # ${what}`),
+    "",
+    `Remove it with: ${down}`,
+    "",
+  ].join("\n");
 }
 
 async function main(): Promise<number> {
