@@ -449,7 +449,7 @@ Deno.test("firewall: bad settings fail with a message naming the value, changing
       ["PASS_THROUGH=198.18.0.1", '"198.18.0.1"'],
       [`PASS_THROUGH=$(touch ${lab.dir}/pwned)`, "$(touch"],
       ["BLOCK_DIRECT_PROXY_ACCESS=maybe", '"maybe"'],
-      ["IPTABLES_BACKEND=ebpf", '"ebpf"'],
+      ["IPTABLES=iptables;reboot", '"iptables;reboot"'],
       ["this is not an assignment", "not a KEY=VALUE line"],
       ['HTTP_PORT="8080', "unterminated quote"],
     ];
