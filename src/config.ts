@@ -180,10 +180,14 @@ export function loadConfig(sources: Sources): Invocation {
   const warnings: string[] = [];
   const { path: envFile, explicit } = envFilePath(flags.values, sources.env);
   let fileValues: Raw = {};
+  let fileRead: string | null = null;
   if (envFile !== null) {
     const text = sources.readFile(envFile);
     if (text === null && explicit) throw new ConfigError(`env file ${envFile} does not exist`);
-    if (text !== null) fileValues = parseEnvFile(text, envFile, warnings);
+    if (text !== null) {
+      fileValues = parseEnvFile(text, envFile, warnings);
+      fileRead = envFile;
+    }
   }
 
   const raw: Raw = {};
@@ -193,9 +197,15 @@ export function loadConfig(sources: Sources): Invocation {
   // RUST_LOG stands in for LOG_LEVEL only where LOG_LEVEL was given nowhere.
   const rustLog = sources.env.RUST_LOG ?? fileValues.RUST_LOG;
   const levelGiven = flags.values.LOG_LEVEL ?? sources.env.LOG_LEVEL ?? fileValues.LOG_LEVEL;
-  if (levelGiven === undefined && rustLog !== undefined) raw.LOG_LEVEL = levelFromRustLog(rustLog);
+  if (levelGiven === undefined && rustLog !== undefined) {
+    const level = levelFromRustLog(rustLog);
+    if (level === null) {
+      throw new ConfigError(`RUST_LOG ${JSON.stringify(rustLog)} names no level for proxy_please`);
+    }
+    raw.LOG_LEVEL = level;
+  }
 
-  return { kind: "run", config: buildConfig(raw, envFile), warnings };
+  return { kind: "run", config: buildConfig(raw, fileRead), warnings };
 }
 
 /** Parses an env file's text (KEY=VALUE, quotes and comments as dotenv reads them). */
@@ -227,11 +237,23 @@ function parseFlags(args: readonly string[]): { values: Raw; help: boolean; vers
     "env-file": { type: "string" },
   };
   for (const { key } of SETTINGS) options[flagName(key)] = { type: "string" };
+  // parseArgs reads `--https-port -1` as two options and explains it in three lines; name the
+  // value in one line instead.
+  for (let i = 0; i + 1 < args.length; i++) {
+    const name = args[i].startsWith("--") ? args[i].slice(2) : "";
+    if (options[name]?.type === "string" && args[i + 1].startsWith("-")) {
+      throw new ConfigError(
+        `--${name} value ${JSON.stringify(args[i + 1])} starts with a dash; ` +
+          `write --${name}=${args[i + 1]} if you mean it`,
+      );
+    }
+  }
   let parsed;
   try {
     parsed = parseArgs({ args: [...args], options, strict: true, allowPositionals: false });
   } catch (error) {
-    throw new ConfigError(error instanceof Error ? error.message : String(error));
+    const message = error instanceof Error ? error.message : String(error);
+    throw new ConfigError(message.split("\n")[0]);
   }
   const values: Raw = {};
   for (const [name, value] of Object.entries(parsed.values)) {
@@ -254,13 +276,28 @@ function parseLevel(text: string): Parsed<LogLevel> {
     : { ok: false, reason: `LOG_LEVEL ${JSON.stringify(text)} is not one of ${LEVELS.join(", ")}` };
 }
 
-/** `RUST_LOG=proxy_please=debug,info` → the first bare or targeted level it names. */
-export function levelFromRustLog(text: string): string {
+/** The level a `RUST_LOG` value sets for proxy_please, or null when it is not a valid value. */
+export function levelFromRustLog(text: string): string | null {
+  // env_logger rules: `target=level` concerns that target only and beats a bare `level`;
+  // directives for other crates do not touch ours.
+  let global: string | undefined;
+  let ours: string | undefined;
   for (const item of text.split(",")) {
-    const level = item.slice(item.lastIndexOf("=") + 1).trim();
-    if (parseLevel(level).ok) return level;
+    const directive = item.trim();
+    if (directive === "") continue;
+    const eq = directive.lastIndexOf("=");
+    if (eq === -1) {
+      if (parseLevel(directive).ok) global = directive;
+      else if (/^proxy_please(::|$)/.test(directive)) ours = "trace";
+      else return null; // a bare word that is no level is far likelier a typo than a crate
+      continue;
+    }
+    const target = directive.slice(0, eq).trim();
+    const level = directive.slice(eq + 1).trim();
+    if (!parseLevel(level).ok) return null;
+    if (/^proxy_please(::|$)/.test(target)) ours = level;
   }
-  return text;
+  return ours ?? global ?? (text.trim() === "" ? null : "info");
 }
 
 function parsePort(key: string, text: string): Parsed<number> {

@@ -66,6 +66,10 @@ export async function handleConnection(
   const fields: EventFields = { event: "DENIED", proto, peer, dst: "-" };
   const { config } = ctx;
   const audit = config.mode === "audit";
+  // When a graceful stop's drain period ends, a connection still reading its first bytes,
+  // resolving or connecting is cut too (the relay watches the same signal).
+  const onStop = () => closeQuietly(conn);
+  ctx.stopSignal.addEventListener("abort", onStop, { once: true });
   try {
     // Ask the kernel before reading: the fd is certainly this connection's now.
     const origin = originalDestination(ctx.libc, conn, ctx.fdSymbol);
@@ -106,7 +110,8 @@ export async function handleConnection(
 
     let connectTo: { address: string; port: number } = destination;
     if (verdict.allowed && config.dstPolicy !== "off") {
-      const resolved = await ctx.dns.lookup(verdict.name);
+      const resolved = await untilAborted(ctx.dns.lookup(verdict.name), ctx.stopSignal);
+      if (resolved === null) return;
       const pinned = decideDestination(config.dstPolicy, destination, resolved);
       if (!pinned.ok) {
         const denial: Denial = {
@@ -134,7 +139,7 @@ export async function handleConnection(
     ctx.metrics.connection(proto, "allowed", verdict.allowed ? "none" : verdict.reason);
 
     const connectStarted = performance.now();
-    const upstream = await connectUpstream(connectTo, config.connectTimeoutMs);
+    const upstream = await connectUpstream(connectTo, config.connectTimeoutMs, ctx.stopSignal);
     if (!upstream.ok) {
       if (proto === "HTTP") {
         await refuseHttp(conn, denialResponse(502, "the upstream server could not be reached"));
@@ -176,6 +181,7 @@ export async function handleConnection(
     // A bug, not a client: report it, but it still costs this connection only.
     log.error("connection handler failed: {error}", { error: errorName(error), peer });
   } finally {
+    ctx.stopSignal.removeEventListener("abort", onStop);
     closeQuietly(conn);
   }
 }
@@ -339,12 +345,13 @@ type Upstream = { ok: true; conn: Deno.TcpConn } | { ok: false; error: string };
 async function connectUpstream(
   destination: { address: string; port: number },
   timeoutMs: number,
+  stopSignal: AbortSignal,
 ): Promise<Upstream> {
   try {
     const conn = await Deno.connect({
       hostname: destination.address,
       port: destination.port,
-      signal: AbortSignal.timeout(timeoutMs),
+      signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), stopSignal]),
     });
     return { ok: true, conn };
   } catch (error) {
@@ -352,6 +359,18 @@ async function connectUpstream(
     const timedOut = name === "TimeoutError" || name === "AbortError";
     return { ok: false, error: `connect_${timedOut ? "timeout" : name}` };
   }
+}
+
+/** The promise's value, or null as soon as the signal aborts. */
+function untilAborted<T>(promise: Promise<T>, signal: AbortSignal): Promise<T | null> {
+  if (signal.aborted) return Promise.resolve(null);
+  return new Promise((resolve) => {
+    const onAbort = () => resolve(null);
+    signal.addEventListener("abort", onAbort, { once: true });
+    promise.then(resolve, () => resolve(null)).finally(() =>
+      signal.removeEventListener("abort", onAbort)
+    );
+  });
 }
 
 function endpointOf(addr: Deno.NetAddr): string {

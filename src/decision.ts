@@ -35,7 +35,7 @@ export function decideTls(
 
 /** Normalises a client-supplied name and checks it against the allowlist. */
 export function decideName(raw: string, allowlist: Allowlist, invalidReason: string): Decision {
-  const name = normalizeHostname(raw);
+  const name = normalizeHostname(raw, { allowUnicode: false });
   if (!name.ok) return { allowed: false, reason: invalidReason, status: 403, raw };
   return isAllowed(allowlist, name.name)
     ? { allowed: true, name: name.name }

@@ -63,15 +63,28 @@ const LEVEL_WORD: Record<string, string> = {
 /** Longest value a log line carries for one field: client-chosen names are capped. */
 const MAX_VALUE_CHARS = 256;
 
-/** Quotes a value that would break `key=value` parsing; escapes control characters. */
+/**
+ * Quotes a value that would break `key=value` parsing. Inside quotes everything outside
+ * printable ASCII is written as `\uXXXX`: C1 controls, DEL, line and paragraph separators
+ * and bidi overrides from a client's bytes must not reach a terminal or a log viewer raw.
+ */
 export function formatValue(value: unknown): string {
   let text = typeof value === "string" ? value : String(value);
-  if (text.length > MAX_VALUE_CHARS) text = text.slice(0, MAX_VALUE_CHARS) + "…";
-  return /^[\x21-\x7e]+$/.test(text) && !/["=\\]/.test(text) ? text : JSON.stringify(text);
+  if (text.length > MAX_VALUE_CHARS) text = text.slice(0, MAX_VALUE_CHARS) + "...";
+  return /^[\x21-\x7e]+$/.test(text) && !/["=\\]/.test(text) ? text : asciiJson(text);
+}
+
+/** JSON text with every character outside printable ASCII escaped. */
+function asciiJson(value: unknown): string {
+  return JSON.stringify(value).replace(
+    /[^\x20-\x7e]/g,
+    (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
+  );
 }
 
 function renderMessage(record: LogRecord): string {
-  return record.message.map((part) => typeof part === "string" ? part : formatValue(part)).join("");
+  // logtape alternates template text (even indexes) and values (odd indexes).
+  return record.message.map((part, i) => i % 2 === 0 ? String(part) : formatValue(part)).join("");
 }
 
 /** `2026-04-23T10:00:01Z INFO ALLOWED HTTP peer=… dst=… host=…` */
@@ -113,11 +126,11 @@ export function formatJsonLine(record: LogRecord): string {
   for (const [key, value] of Object.entries(props)) {
     if (value !== undefined) {
       out[key] = typeof value === "string" && value.length > MAX_VALUE_CHARS
-        ? value.slice(0, MAX_VALUE_CHARS) + "…"
+        ? value.slice(0, MAX_VALUE_CHARS) + "..."
         : value;
     }
   }
-  return JSON.stringify(out) + "\n";
+  return asciiJson(out) + "\n";
 }
 
 /** The project's logger; everything logs through it. */

@@ -202,7 +202,7 @@ Deno.test("text and JSON lines carry the same fields for any event", () => {
           }
           // Both formats cap a long value the same way.
           const expected = typeof value === "string" && value.length > 256
-            ? value.slice(0, 256) + "…"
+            ? value.slice(0, 256) + "..."
             : value;
           assert.equal(json[key], expected, key);
           assert.equal(fromText[key], String(expected), key);
@@ -247,7 +247,7 @@ Deno.test("formatTextLine: a hostile value can neither split the line nor forge 
       assert.ok(line.length < 1024, `bounded: ${label} gave ${line.length} chars`);
       const { head, fields: parsed } = parseTextLine(line);
       assert.deepEqual(head.slice(1), ["INFO", "DENIED", "HTTP"]);
-      const expected = value.length > 256 ? value.slice(0, 256) + "…" : value;
+      const expected = value.length > 256 ? value.slice(0, 256) + "..." : value;
       const order = ["peer", "dst", "host", "sni", "reason", "alpn", "error"].filter((k) =>
         k in fields
       );
@@ -266,7 +266,7 @@ Deno.test("formatValue: bare when safe, quoted and escaped otherwise", () => {
   assert.equal(formatValue("a=b"), '"a=b"');
   assert.equal(formatValue(""), '""');
   assert.equal(formatValue("a\nb"), '"a\\nb"');
-  assert.equal(formatValue("x".repeat(300)), JSON.stringify("x".repeat(256) + "…"));
+  assert.equal(formatValue("x".repeat(300)), "x".repeat(256) + "...");
 });
 
 Deno.test("formatValue: C1 controls, DEL, Unicode line separators and bidi overrides are escaped", () => {
@@ -330,7 +330,7 @@ Deno.test("formatJsonLine: a hostile value stays inside its field and the line s
       "sni",
       "reason",
     ]);
-    assert.equal(parsed.sni, value.length > 256 ? value.slice(0, 256) + "…" : value);
+    assert.equal(parsed.sni, value.length > 256 ? value.slice(0, 256) + "..." : value);
     assert.equal(parsed.reason, "not_allowed");
     assert.equal(parsed.dst, "93.184.216.34:443");
     assert.ok(line.length < 1024);
