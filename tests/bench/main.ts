@@ -1,0 +1,241 @@
+/**
+ * `deno task bench`: the same client workloads through direct kernel forwarding,
+ * proxy-please, HAProxy and Squid, in turn, in one lab, in one run; one table of figures and
+ * ratios, printed and written to BENCHMARKS.md.
+ *
+ *     deno task bench            full run (1 GiB bulk, 10 s rate/latency, 9,000 idle; < 15 min)
+ *     deno task bench --quick    development run (256 MiB, 3 s, 1,000 idle; < 3 min), not written
+ *     deno task bench --only proxy-please,haproxy   a subset (direct is always included)
+ *
+ * Needs root and network namespaces (prefix `ppbench-`). Not a test: nothing here asserts a
+ * timing; a failed workload shows as "failed" in the table with the reason.
+ * @module
+ */
+
+import { run } from "../lab/command.ts";
+import type { Lab } from "../lab/lab.ts";
+import { proxyPleaseEnv, startSystem, type SystemName, SYSTEMS } from "./peers.ts";
+import { type BenchFiles, downBenchLab, upBenchLab } from "./bench_lab.ts";
+import { emptyResults, renderNotes, renderTable, type Results } from "./report.ts";
+import { bulk, connectionRate, type CpuUse, GIB, idleMemory, latency } from "./workloads.ts";
+
+/** Sizes and durations of one run. */
+export interface Plan {
+  quick: boolean;
+  bulkBytes: number;
+  rateSeconds: number;
+  latencyRate: number;
+  latencySeconds: number;
+  idleConnections: number;
+  systems: SystemName[];
+  write: boolean;
+}
+
+/** Parses the command line; an error value names the bad argument. */
+export function parseArgs(argv: readonly string[]): Plan | { error: string } {
+  let quick = false, write: boolean | undefined;
+  let systems: SystemName[] = [...SYSTEMS];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i];
+    if (a === "--quick") quick = true;
+    else if (a === "--write") write = true;
+    else if (a === "--no-write") write = false;
+    else if (a === "--only" || a.startsWith("--only=")) {
+      const list = a === "--only" ? argv[++i] ?? "" : a.slice("--only=".length);
+      const names = list.split(",").filter((s) => s !== "");
+      const bad = names.find((n) => !(SYSTEMS as readonly string[]).includes(n));
+      if (bad !== undefined || names.length === 0) {
+        return {
+          error: `--only takes a list of ${SYSTEMS.join(", ")}; got ${JSON.stringify(list)}`,
+        };
+      }
+      systems = SYSTEMS.filter((s) => s === "direct" || names.includes(s));
+    } else return { error: `unknown argument ${JSON.stringify(a)}` };
+  }
+  return {
+    quick,
+    bulkBytes: (quick ? 256 : 1024) * 1024 * 1024,
+    rateSeconds: quick ? 3 : 10,
+    latencyRate: 100,
+    latencySeconds: quick ? 3 : 10,
+    // The open-files hard limit here is 20,000 (no CAP_SYS_RESOURCE to raise it): a proxy
+    // holding N idle connections needs 2N descriptors plus its own.
+    idleConnections: quick ? 1_000 : 9_000,
+    systems,
+    // Quick runs are for development: their figures do not go into BENCHMARKS.md.
+    write: write ?? (!quick && systems.length === SYSTEMS.length),
+  };
+}
+
+function say(line: string): void {
+  console.error(`bench: ${line}`);
+}
+
+/** A few requests first, so every system starts measured work warm (code compiled, DNS cached). */
+async function warmUp(lab: Lab): Promise<void> {
+  for (const proto of ["http", "https"]) {
+    for (let i = 0; i < 5; i++) {
+      await lab.client(
+        [
+          "curl",
+          "-sS",
+          "-o",
+          "/dev/null",
+          "--cacert",
+          lab.pki.caCert,
+          "--max-time",
+          "10",
+          `${proto}://allowed.test/`,
+        ],
+        { check: false },
+      );
+    }
+  }
+}
+
+async function runSystem(
+  lab: Lab,
+  files: BenchFiles,
+  system: SystemName,
+  plan: Plan,
+  results: Results,
+): Promise<void> {
+  if (system !== "direct") {
+    // Memory first, on a fresh process per protocol: garbage left by the other workloads
+    // would otherwise be reused and hide the cost of a connection.
+    for (const proto of ["http", "https"] as const) {
+      const running = await startSystem(lab, system);
+      try {
+        await warmUp(lab);
+        say(`${system} ${proto}: ${plan.idleConnections} idle connections`);
+        results.idle[proto][system] = await idleMemory(lab, proto, plan.idleConnections);
+      } finally {
+        await running.stop();
+      }
+    }
+  }
+  const running = await startSystem(lab, system);
+  try {
+    await warmUp(lab);
+    for (const proto of ["http", "https"] as const) {
+      say(`${system} ${proto}: bulk`);
+      const one = await bulk(lab, files, proto, 1);
+      const eight = await bulk(lab, files, proto, 8);
+      results.bulk1[proto][system] = one.throughput;
+      results.bulk8[proto][system] = eight.throughput;
+      const gib = (one.bytes + eight.bytes) / GIB;
+      const ok = one.throughput.value !== null && eight.throughput.value !== null;
+      const cpu = (pick: (c: CpuUse) => number) =>
+        ok
+          ? { value: (pick(one.cpu) + pick(eight.cpu)) / gib }
+          : { value: null, note: "bulk failed" };
+      if (system !== "direct") results.cpuProxy[proto][system] = cpu((c) => c.routerSeconds);
+      results.cpuMachine[proto][system] = cpu((c) => c.machineSeconds);
+      say(`${system} ${proto}: connection rate`);
+      results.rate[proto][system] = await connectionRate(lab, proto, plan.rateSeconds);
+      say(`${system} ${proto}: latency`);
+      const lat = await latency(lab, proto, plan.latencyRate, plan.latencySeconds);
+      results.p50[proto][system] = lat.p50;
+      results.p99[proto][system] = lat.p99;
+    }
+  } finally {
+    await running.stop();
+  }
+}
+
+async function firstLine(argv: string[]): Promise<string> {
+  const out = await run(argv, { check: false });
+  return (out.stdout + out.stderr).trim().split("\n")[0] ?? "";
+}
+
+/** The machine and the versions of everything measured, one Markdown list. */
+export async function describeMachine(): Promise<string> {
+  const cpu = (await run(["lscpu"], { check: false })).stdout;
+  const model = /^Model name:\s+(.*)$/m.exec(cpu)?.[1] ?? "unknown";
+  const mem = /^MemTotal:\s+(\d+) kB$/m.exec(await Deno.readTextFile("/proc/meminfo"));
+  const lines = [
+    `- CPU: ${(await firstLine(["nproc"]))} cores (${model}), shared by clients, proxy and servers`,
+    `- memory: ${
+      mem ? Math.round(Number(mem[1]) / 1024 / 1024) : "?"
+    } GiB; kernel ${await firstLine(["uname", "-r"])}`,
+    `- deno ${Deno.version.deno} (V8 ${Deno.version.v8})`,
+    `- ${await firstLine(["haproxy", "-v"])}`,
+    `- ${await firstLine(["squid", "-v"])}`,
+    `- ${await firstLine(["nginx", "-v"])} (1 worker)`,
+    `- ${(await firstLine(["curl", "--version"])).split(" ").slice(0, 2).join(" ")}, ${
+      (await firstLine(["wrk", "-v"])).split(" ").slice(0, 2).join(" ")
+    }`,
+    `- proxy-please settings: ${
+      Object.entries(proxyPleaseEnv()).map(([k, v]) => `${k}=${v}`).join(" ")
+    } (DST_POLICY default: pin)`,
+  ];
+  return lines.join("\n");
+}
+
+const START = "<!-- bench:results:start -->";
+const END = "<!-- bench:results:end -->";
+
+/** Replaces the results section of BENCHMARKS.md (between the markers), keeping the rest. */
+export function replaceResults(document: string, section: string): string {
+  const block = `${START}\n${section}\n${END}`;
+  const a = document.indexOf(START), b = document.indexOf(END);
+  if (a < 0 || b < a) return `${document.trimEnd()}\n\n${block}\n`;
+  return document.slice(0, a) + block + document.slice(b + END.length);
+}
+
+async function main(): Promise<number> {
+  const plan = parseArgs(Deno.args);
+  if ("error" in plan) {
+    console.error(`bench: ${plan.error}`);
+    return 2;
+  }
+  let interrupted = false;
+  const onSignal = () => {
+    interrupted = true;
+    say("interrupted, removing the lab");
+    downBenchLab().finally(() => Deno.exit(130));
+  };
+  Deno.addSignalListener("SIGINT", onSignal);
+  Deno.addSignalListener("SIGTERM", onSignal);
+  const started = Date.now();
+  const results = emptyResults();
+  try {
+    const { lab, files } = await upBenchLab(plan.bulkBytes, { log: (l) => console.error(l) });
+    for (const system of plan.systems) {
+      say(`--- ${system} (${Math.round((Date.now() - started) / 1000)} s into the run)`);
+      await runSystem(lab, files, system, plan, results);
+    }
+  } finally {
+    if (!interrupted) await downBenchLab().catch((e) => say(`cleanup failed: ${e}`));
+  }
+  const minutes = ((Date.now() - started) / 60_000).toFixed(1);
+  const command = `deno task bench${plan.quick ? " --quick" : ""}`;
+  const notes = renderNotes(results);
+  const section = [
+    `Results of \`${command}\` (${new Date().toISOString().slice(0, 10)}, ${minutes} min; ` +
+    `bulk file ${plan.bulkBytes / 2 ** 20} MiB, 8 parallel downloads of 1/8 of it each; ` +
+    `${plan.rateSeconds} s of wrk; ${plan.latencyRate} requests/s for ${plan.latencySeconds} s; ` +
+    `${plan.idleConnections} idle connections):`,
+    "",
+    await describeMachine(),
+    "",
+    renderTable(results),
+    ...(notes.length > 0 ? ["", "Notes from the run:", "", ...notes] : []),
+  ].join("\n");
+  console.log(section);
+  if (plan.write) {
+    const path = new URL("../../BENCHMARKS.md", import.meta.url).pathname;
+    const doc = await Deno.readTextFile(path).catch(() => "# Benchmarks\n");
+    await Deno.writeTextFile(path, replaceResults(doc, section));
+    say(`results written to ${path}`);
+  }
+  return 0;
+}
+
+if (import.meta.main) {
+  if (Deno.uid() !== 0) {
+    console.error("bench: needs root (network namespaces, iptables)");
+    Deno.exit(1);
+  }
+  Deno.exit(await main());
+}

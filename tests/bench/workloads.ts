@@ -1,0 +1,263 @@
+/**
+ * The benchmark's client workloads, run from the lab's client namespace against whichever
+ * system is in the router: bulk downloads (curl), connection rate (wrk with
+ * `Connection: close`), open-loop latency and idle connections (small Deno clients).
+ * Every runner checks that the work was really done (status, sizes, error counts) and says so.
+ * @module
+ */
+
+import { inNamespace, run } from "../lab/command.ts";
+import type { Lab } from "../lab/lab.ts";
+import { LAB_HOSTS } from "../lab/topology.ts";
+import type { BenchFiles } from "./bench_lab.ts";
+import { cpuSeconds, machineBusySeconds, rssKiB } from "./measure.ts";
+import { routerPids } from "./peers.ts";
+
+/** HTTP (port 80) or TLS pass-through (port 443). */
+export type Proto = "http" | "https";
+
+/** One measured figure; `value` is null when the workload could not be measured. */
+export interface Figure {
+  value: number | null;
+  /** What went wrong or is worth knowing (errors seen, partial results). */
+  note?: string;
+}
+
+const HOST = LAB_HOSTS.allowed;
+const MIB = 1024 * 1024;
+
+function url(proto: Proto, path: string): string {
+  return `${proto}://${HOST}${path}`;
+}
+
+function curlArgs(lab: Lab): string[] {
+  return ["curl", "--silent", "--show-error", "--cacert", lab.pki.caCert, "--max-time", "300"];
+}
+
+/** CPU used while `work` ran: by the router's processes and by the whole machine. */
+export interface CpuUse {
+  routerSeconds: number;
+  machineSeconds: number;
+}
+
+async function withCpu<T>(lab: Lab, work: () => Promise<T>): Promise<[T, CpuUse]> {
+  const pids = await routerPids(lab.t);
+  const r0 = cpuSeconds(pids), m0 = machineBusySeconds();
+  const result = await work();
+  const r1 = cpuSeconds(pids), m1 = machineBusySeconds();
+  return [result, { routerSeconds: r1 - r0, machineSeconds: m1 - m0 }];
+}
+
+/** What a bulk run moved, how fast, and the CPU it cost. */
+export interface BulkResult {
+  throughput: Figure;
+  bytes: number;
+  cpu: CpuUse;
+}
+
+/**
+ * Downloads `count` files at once (the bulk file when 1, the 1/8 part otherwise) and reports
+ * the aggregate rate in MB/s (10^6 bytes per second).
+ */
+export async function bulk(
+  lab: Lab,
+  files: BenchFiles,
+  proto: Proto,
+  count: 1 | 8,
+): Promise<BulkResult> {
+  const path = count === 1 ? files.bulkPath : files.partPath;
+  const expect = count === 1 ? files.bulkBytes : files.partBytes;
+  const started = performance.now();
+  const [outs, cpu] = await withCpu(lab, () =>
+    Promise.all(
+      Array.from({ length: count }, () =>
+        lab.client(
+          [
+            ...curlArgs(lab),
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{size_download}",
+            url(proto, path),
+          ],
+          { check: false, timeoutMs: 320_000 },
+        )),
+    ));
+  const seconds = (performance.now() - started) / 1000;
+  let bytes = 0;
+  const problems: string[] = [];
+  for (const out of outs) {
+    const [status, size] = out.stdout.trim().split(" ").map(Number);
+    bytes += size || 0;
+    if (out.code !== 0 || status !== 200 || size !== expect) {
+      problems.push(`curl exit ${out.code} status ${status} ${size} bytes ${out.stderr.trim()}`);
+    }
+  }
+  const throughput: Figure = problems.length > 0
+    ? { value: null, note: problems[0] }
+    : { value: bytes / seconds / 1e6 };
+  return { throughput, bytes, cpu };
+}
+
+/** Parses wrk's summary: requests/s, completed requests, and the errors it counted. */
+export function parseWrk(
+  text: string,
+): { rps: number; requests: number; non2xx: number; socketErrors: number } {
+  const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(text)?.[1] ?? NaN);
+  const requests = Number(/(\d+) requests in/.exec(text)?.[1] ?? NaN);
+  const non2xx = Number(/Non-2xx or 3xx responses: (\d+)/.exec(text)?.[1] ?? 0);
+  const m = /Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)/.exec(text);
+  const socketErrors = m ? m.slice(1).reduce((a, b) => a + Number(b), 0) : 0;
+  return { rps, requests, non2xx, socketErrors };
+}
+
+/**
+ * New connection per small request for `seconds`: wrk with `Connection: close`, 32 connections
+ * on one thread. Connections per second = requests per second.
+ */
+export async function connectionRate(lab: Lab, proto: Proto, seconds: number): Promise<Figure> {
+  const out = await lab.client(
+    ["wrk", "-t1", "-c32", `-d${seconds}s`, "-H", "Connection: close", url(proto, "/")],
+    { check: false, timeoutMs: (seconds + 30) * 1000 },
+  );
+  const w = parseWrk(out.stdout);
+  if (out.code !== 0 || !(w.rps > 0)) {
+    return {
+      value: null,
+      note: `wrk exit ${out.code}: ${(out.stderr || out.stdout).trim().slice(0, 200)}`,
+    };
+  }
+  const bad = w.non2xx + w.socketErrors;
+  // wrk counts a connection the server closes after the last run as a read error now and then;
+  // more than 1% means the system is refusing work, and the figure is not comparable.
+  if (bad > w.requests * 0.01) {
+    return {
+      value: null,
+      note: `${w.non2xx} non-2xx, ${w.socketErrors} socket errors of ${w.requests}`,
+    };
+  }
+  return { value: w.rps, note: bad > 0 ? `${bad} errors of ${w.requests}` : undefined };
+}
+
+/** Latency percentiles in milliseconds. */
+export interface LatencyResult {
+  p50: Figure;
+  p99: Figure;
+}
+
+function clientScript(name: string): string {
+  return new URL(`./clients/${name}`, import.meta.url).pathname;
+}
+
+/** Fixed request rate, a new connection per request, for `seconds`: p50 and p99 of the time to the full response. */
+export async function latency(
+  lab: Lab,
+  proto: Proto,
+  rate: number,
+  seconds: number,
+): Promise<LatencyResult> {
+  const port = proto === "http" ? "80" : "443";
+  const out = await run(
+    [
+      Deno.execPath(),
+      "run",
+      "--allow-all",
+      "--quiet",
+      clientScript("latency_client.ts"),
+      proto,
+      HOST,
+      port,
+      String(rate),
+      String(seconds),
+      lab.pki.caCert,
+    ],
+    { ns: lab.t.ns.client, check: false, timeoutMs: (seconds + 60) * 1000 },
+  );
+  try {
+    const r = JSON.parse(out.stdout.trim().split("\n").pop() ?? "");
+    if (r.errors > r.count * 0.01 || r.count === 0) {
+      const note = `${r.errors} errors of ${r.count + r.errors}: ${r.firstError}`;
+      return { p50: { value: null, note }, p99: { value: null, note } };
+    }
+    const note = r.errors > 0 ? `${r.errors} errors` : undefined;
+    return { p50: { value: r.p50, note }, p99: { value: r.p99, note } };
+  } catch {
+    const note = `latency client failed: ${(out.stderr || out.stdout).trim().slice(0, 200)}`;
+    return { p50: { value: null, note }, p99: { value: null, note } };
+  }
+}
+
+/**
+ * Opens `count` idle connections through the system and reports its resident memory per
+ * connection, in KiB: (RSS with them open - RSS before) / connections open.
+ */
+export async function idleMemory(lab: Lab, proto: Proto, count: number): Promise<Figure> {
+  const pids = await routerPids(lab.t);
+  if (pids.length === 0) return { value: null, note: "no process in the router" };
+  const before = rssKiB(pids);
+  const port = proto === "http" ? "80" : "443";
+  const argv = inNamespace(lab.t.ns.client, [
+    Deno.execPath(),
+    "run",
+    "--allow-all",
+    "--quiet",
+    clientScript("idle_client.ts"),
+    proto,
+    HOST,
+    port,
+    String(count),
+    "64",
+    lab.pki.caCert,
+  ]);
+  const child = new Deno.Command(argv[0], {
+    args: argv.slice(1),
+    stdin: "piped",
+    stdout: "piped",
+    stderr: "null",
+  }).spawn();
+  const deadline = setTimeout(() => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* exited */ }
+  }, 180_000);
+  try {
+    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+    let text = "";
+    while (!text.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      text += value;
+    }
+    reader.releaseLock();
+    const m = /^ready (\d+) (\d+)(.*)$/m.exec(text);
+    if (!m) return { value: null, note: `idle client did not get ready: ${text.slice(0, 200)}` };
+    const open = Number(m[1]), failed = Number(m[2]);
+    // Let the system settle (buffers released, timers armed) before reading its memory.
+    await new Promise((r) => setTimeout(r, 2_000));
+    const after = rssKiB(await routerPids(lab.t));
+    if (failed > count * 0.01) {
+      return { value: null, note: `${failed} of ${count} connections failed${m[3]}` };
+    }
+    return {
+      value: (after - before) / open,
+      note: failed > 0 ? `${failed} failed` : undefined,
+    };
+  } finally {
+    await child.stdin.close().catch(() => {});
+    const done = await Promise.race([
+      child.status.then(() => true),
+      new Promise<boolean>((r) => setTimeout(() => r(false), 15_000)),
+    ]);
+    if (!done) {
+      try {
+        child.kill("SIGKILL");
+      } catch { /* exited */ }
+      await child.status;
+    }
+    clearTimeout(deadline);
+    await child.stdout.cancel().catch(() => {});
+  }
+}
+
+/** Bytes per GiB, for CPU seconds per GiB. */
+export const GIB = 1024 * MIB;
