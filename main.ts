@@ -89,16 +89,36 @@ async function policyHash(config: Config): Promise<string> {
     .join("");
 }
 
+/** File descriptors kept free for listeners, the admin server, DNS and libraries. */
+const RESERVED_FDS = 64;
+
+/**
+ * Lowers MAX_CONNECTIONS to what the open-file limit can hold (two descriptors per relayed
+ * connection), so the limit refuses connections cleanly instead of accept() failing.
+ */
+function fitToFileLimit(config: Config, limit: number | null): Config {
+  if (limit === null) return config;
+  const fits = Math.max(1, Math.floor((limit - RESERVED_FDS) / 2));
+  if (config.maxConnections <= fits) return config;
+  log.warn("MAX_CONNECTIONS {wanted} lowered to {fits}: the open-file limit is {limit}", {
+    wanted: config.maxConnections,
+    fits,
+    limit,
+  });
+  return { ...config, maxConnections: fits };
+}
+
 /** Re-reads settings; a bad file is rejected whole and the running policy stays. */
 async function reload(
   server: ProxyServer,
   args: readonly string[],
   metrics: ProxyMetrics,
   notifier: Notifier | null,
+  fit: (config: Config) => Config,
 ): Promise<void> {
   notifier?.reloading();
   try {
-    await applyReload(server, args, metrics);
+    await applyReload(server, args, metrics, fit);
   } finally {
     notifier?.notify(READY);
   }
@@ -108,6 +128,7 @@ async function applyReload(
   server: ProxyServer,
   args: readonly string[],
   metrics: ProxyMetrics,
+  fit: (config: Config) => Config,
 ): Promise<void> {
   let invocation;
   try {
@@ -124,7 +145,7 @@ async function applyReload(
   const old = server.config;
   const pending = restartOnlyChanges(old, invocation.config);
   server.config = {
-    ...invocation.config,
+    ...fit(invocation.config),
     httpPort: old.httpPort,
     httpsPort: old.httpsPort,
     listenAddresses: old.listenAddresses,
@@ -187,7 +208,11 @@ export async function main(args: readonly string[]): Promise<number> {
   }
 }
 
-async function run(config: Config, warnings: string[], args: readonly string[]): Promise<number> {
+async function run(
+  config: Config,
+  warnings: string[],
+  args: readonly string[],
+): Promise<number> {
   for (const warning of warnings) log.warn(warning);
   let libc: Libc;
   try {
@@ -202,6 +227,8 @@ async function run(config: Config, warnings: string[], args: readonly string[]):
     return 1;
   }
 
+  const fit = (next: Config) => fitToFileLimit(next, libc.openFileLimit());
+  config = fit(config);
   const metrics = new ProxyMetrics({ version: VERSION, reasons: METRIC_REASONS });
   metrics.setConfigHash(await policyHash(config));
   const dns = new DnsCache();
@@ -257,7 +284,8 @@ async function run(config: Config, warnings: string[], args: readonly string[]):
   const onInt = () => stop("SIGINT");
   let reloading = Promise.resolve();
   // Reloads run one after another: a burst of SIGHUPs never interleaves two file reads.
-  const onHup = () => reloading = reloading.then(() => reload(server, args, metrics, notifier));
+  const onHup = () =>
+    reloading = reloading.then(() => reload(server, args, metrics, notifier, fit));
   Deno.addSignalListener("SIGTERM", onTerm);
   Deno.addSignalListener("SIGINT", onInt);
   Deno.addSignalListener("SIGHUP", onHup);

@@ -41,6 +41,8 @@ export interface Libc {
   getpeername(fd: number, addr: Uint8Array, addrlen: Uint32Array): number;
   /** The calling thread's current `errno`; meaningful only right after a failed call. */
   errno(): number;
+  /** The soft limit on open files (`getrlimit(RLIMIT_NOFILE)`), or null if it cannot be read. */
+  openFileLimit(): number | null;
   /** Unloads the library; the object must not be used afterwards. */
   close(): void;
   /** The path the library was loaded from. */
@@ -63,10 +65,13 @@ export class LibcUnavailableError extends Error {
   }
 }
 
+const RLIMIT_NOFILE = 7;
+
 const SYMBOLS = {
   getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
+  getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
   __errno_location: { parameters: [], result: "pointer" },
   // Copies errno out: Deno.UnsafePointerView needs unscoped --allow-ffi, memcpy does not.
   memcpy: { parameters: ["buffer", "pointer", "usize"], result: "pointer" },
@@ -102,6 +107,13 @@ function wrap(lib: Deno.DynamicLibrary<typeof SYMBOLS>, path: string): Libc {
       s.getsockopt(fd, level, optname, optval, optlen),
     getsockname: (fd, addr, addrlen) => s.getsockname(fd, addr, addrlen),
     getpeername: (fd, addr, addrlen) => s.getpeername(fd, addr, addrlen),
+    openFileLimit: () => {
+      const limits = new BigUint64Array(2); // struct rlimit { rlim_cur, rlim_max }
+      if (s.getrlimit(RLIMIT_NOFILE, new Uint8Array(limits.buffer)) !== 0) return null;
+      return limits[0] > BigInt(Number.MAX_SAFE_INTEGER)
+        ? Number.MAX_SAFE_INTEGER
+        : Number(limits[0]);
+    },
     errno: () => {
       // errno is thread-local, so ask for its address on every read rather than caching it.
       const ptr = s.__errno_location();
