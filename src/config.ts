@@ -142,6 +142,7 @@ export const FIREWALL_KEYS: ReadonlySet<string> = new Set([
   "REDIRECT_TLS_PORTS",
   "LAN_INTERFACE",
   "PASS_THROUGH",
+  "BLOCK_DIRECT_PROXY_ACCESS",
   "IPTABLES",
   "IP6TABLES",
 ]);
