@@ -4,15 +4,9 @@
  * @module
  */
 
-import {
-  configure,
-  dispose,
-  getLogger,
-  getStreamSink,
-  type Logger,
-  type LogRecord,
-} from "@logtape/logtape";
+import { configure, dispose, getLogger, type Logger, type LogRecord } from "@logtape/logtape";
 import type { LogLevel } from "./config.ts";
+import { queuedSink } from "./log_sink.ts";
 
 /** The fields of a decision or closing line, in the order the text format prints them. */
 export interface EventFields {
@@ -142,17 +136,14 @@ export function logEvent(fields: EventFields): void {
 }
 
 /**
- * Sends the logger to stdout in the chosen format. Writes are buffered and flushed shortly
- * after, so a slow reader of stdout cannot stall the relay; call `closeLogging` before exit.
+ * Sends the logger to stdout in the chosen format, through a queue written by one async
+ * writer: a slow reader of stdout never stalls the relay, and a burst loses no line.
  */
 export async function setupLogging(level: LogLevel, format: "text" | "json"): Promise<void> {
   await configure({
     reset: true,
     sinks: {
-      stdout: getStreamSink(Deno.stdout.writable, {
-        formatter: format === "json" ? formatJsonLine : formatTextLine,
-        nonBlocking: { bufferSize: 256, flushInterval: 20 },
-      }),
+      stdout: queuedSink(Deno.stdout, format === "json" ? formatJsonLine : formatTextLine),
     },
     loggers: [
       { category: ["proxy-please"], lowestLevel: level, sinks: ["stdout"] },
@@ -161,7 +152,7 @@ export async function setupLogging(level: LogLevel, format: "text" | "json"): Pr
   });
 }
 
-/** Flushes buffered lines. */
+/** Writes out queued lines and detaches the sinks. */
 export async function closeLogging(): Promise<void> {
   await dispose();
 }

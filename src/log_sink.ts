@@ -1,0 +1,94 @@
+/**
+ * The stdout sink: formatted lines are queued and written in batches by one async writer, so
+ * the relay never waits on a slow reader of stdout (journald, a pipe), and no line is lost
+ * to a burst. Only when the queue passes its byte bound are lines dropped, and then the drop
+ * is counted and reported in the log itself.
+ * @module
+ */
+
+import type { LogRecord, Sink } from "@logtape/logtape";
+
+/** Where lines go; `Deno.stdout` in production, anything with `write` in tests. */
+export interface LineWriter {
+  write(bytes: Uint8Array): Promise<number>;
+}
+
+/** A sink that can be flushed and closed. */
+export type QueuedSink = Sink & AsyncDisposable & {
+  /** Resolves when every line queued so far has been written. */
+  flush(): Promise<void>;
+  /** Lines dropped because the queue was full. */
+  readonly dropped: number;
+};
+
+/** Queue bound: far above any burst a healthy reader lags by, far below a memory problem. */
+export const DEFAULT_MAX_QUEUED_BYTES = 16 * 1024 * 1024;
+
+/** Largest single write: batches lines without building huge strings. */
+const BATCH_CHARS = 64 * 1024;
+
+/** Creates the queued sink over `writer` with `format` turning a record into one line. */
+export function queuedSink(
+  writer: LineWriter,
+  format: (record: LogRecord) => string,
+  maxQueuedBytes = DEFAULT_MAX_QUEUED_BYTES,
+): QueuedSink {
+  const encoder = new TextEncoder();
+  let queue: string[] = [];
+  let queued = 0;
+  let dropped = 0;
+  let reportedDrops = 0;
+  let writing: Promise<void> | null = null;
+
+  const drain = async () => {
+    try {
+      while (queue.length > 0 || dropped > reportedDrops) {
+        if (queue.length === 0) {
+          const lost = dropped - reportedDrops;
+          reportedDrops = dropped;
+          queue.push(
+            `${new Date().toISOString().slice(0, 19)}Z WARN ${lost} log lines dropped: ` +
+              "stdout was too slow\n",
+          );
+        }
+        const lines = queue;
+        queue = [];
+        queued = 0;
+        for (let i = 0; i < lines.length;) {
+          let batch = "";
+          while (
+            i < lines.length && (batch === "" || batch.length + lines[i].length <= BATCH_CHARS)
+          ) {
+            batch += lines[i++];
+          }
+          const bytes = encoder.encode(batch);
+          for (let off = 0; off < bytes.length;) off += await writer.write(bytes.subarray(off));
+        }
+      }
+    } catch {
+      // stdout is gone (closed pipe): nothing more can be logged; keep the proxy running.
+      queue = [];
+      queued = 0;
+    } finally {
+      writing = null;
+    }
+  };
+
+  const sink = ((record: LogRecord) => {
+    const line = format(record);
+    if (queued + line.length > maxQueuedBytes) {
+      dropped++;
+    } else {
+      queue.push(line);
+      queued += line.length;
+    }
+    writing ??= Promise.resolve().then(drain);
+  }) as QueuedSink;
+
+  sink.flush = async () => {
+    while (writing !== null) await writing;
+  };
+  Object.defineProperty(sink, "dropped", { get: () => dropped });
+  sink[Symbol.asyncDispose] = () => sink.flush();
+  return sink;
+}
