@@ -1,6 +1,7 @@
 /**
  * Shared set-up for the end-to-end suite: one lab per test file (prefix `ppe2e-`, so a lab
  * left running with `deno task lab --keep` is not disturbed), torn down even when a case fails.
+ * `PROXY_PLEASE_E2E_PREFIX` chooses another prefix, so two people can run the suite at once.
  *
  * Each case runs as a step that starts from a clean state: the server hit logs are emptied
  * and the proxy log is read from a fresh mark. A machine without root or network namespaces
@@ -12,6 +13,11 @@ import { type Lab, type LabOptions, upLab } from "../lab/lab.ts";
 import { processAlive } from "../lab/command.ts";
 import { endpointPort, type ProxyEvent, type ProxyProcess } from "../lab/proxy.ts";
 import { E2E_PREFIX } from "../lab/topology.ts";
+
+/** The namespace prefix of the suite's labs: `PROXY_PLEASE_E2E_PREFIX`, or `ppe2e-`. */
+export function e2ePrefix(): string {
+  return Deno.env.get("PROXY_PLEASE_E2E_PREFIX") || E2E_PREFIX;
+}
 
 /** What a case gets: the lab and the proxy-log position at the start of the case. */
 export interface CaseContext {
@@ -44,7 +50,7 @@ export function labTest(name: string, cases: LabCase[], options: LabOptions = {}
     sanitizeOps: false,
     sanitizeResources: false,
     async fn(t) {
-      const lab = await upLab({ prefix: E2E_PREFIX, log: () => {}, ...options });
+      const lab = await upLab({ prefix: e2ePrefix(), log: () => {}, ...options });
       try {
         for (const [caseName, fn] of cases) {
           await t.step(caseName, async () => {

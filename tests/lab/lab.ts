@@ -15,6 +15,7 @@ import { makePki, type Pki } from "./pki.ts";
 import { preflight } from "./preflight.ts";
 import { type ProxyProcess, startProxy, stopProxy } from "./proxy.ts";
 import { logLines, type ServerFiles, startServers } from "./servers.ts";
+import type { HalfCloseRecord } from "./clients/half_close_server.ts";
 import { hostsFile, LAB_ALLOWED_HOSTS, LAB_PREFIX, type Topology, topology } from "./topology.ts";
 
 /** Options for {@linkcode upLab}. */
@@ -50,6 +51,8 @@ export interface Lab {
   udpHits(): Promise<string[]>;
   /** Requests the real virtual hosts have logged. */
   serverHits(): Promise<string[]>;
+  /** What the half-close server has logged (one record per event, oldest first). */
+  halfCloseRecords(): Promise<HalfCloseRecord[]>;
   /** Empties the server logs, so a test case starts from zero hits. */
   resetServerLogs(): Promise<void>;
   /** Removes the whole lab. */
@@ -114,9 +117,17 @@ export async function upLab(options: LabOptions = {}): Promise<Lab> {
       neverHits: () => logLines(files.neverLog),
       udpHits: () => logLines(files.udpLog),
       serverHits: () => logLines(files.serverLog),
+      halfCloseRecords: async () =>
+        (await logLines(files.halfCloseLog)).map((line) => {
+          try {
+            return JSON.parse(line) as HalfCloseRecord;
+          } catch {
+            throw new Error(`half-close server log line is not JSON: ${JSON.stringify(line)}`);
+          }
+        }),
       async resetServerLogs() {
         // nginx keeps its log files open in append mode: truncating is enough.
-        for (const f of [files.neverLog, files.udpLog, files.serverLog]) {
+        for (const f of [files.neverLog, files.udpLog, files.serverLog, files.halfCloseLog]) {
           await Deno.truncate(f, 0);
         }
       },

@@ -9,7 +9,7 @@ import { endpointPort, formatEvent, ProxyLog } from "./proxy.ts";
 import { decisionMatches, describeDecision } from "./scenario.ts";
 import { dnsmasqArgs } from "./servers.ts";
 import { renderTable } from "./table.ts";
-import { E2E_PREFIX, hostsFile, LAB_PREFIX, topology } from "./topology.ts";
+import { E2E_PREFIX, hostsFile, LAB_HOSTS, LAB_PREFIX, topology } from "./topology.ts";
 
 Deno.test("topology: every interface name fits the kernel's 15 characters", () => {
   for (const prefix of [LAB_PREFIX, E2E_PREFIX, "abcdefghij-"]) {
@@ -32,6 +32,21 @@ Deno.test("topology: only 198.18.0.0/15 and 2001:db8::/32 addresses", () => {
   for (const arg of dnsmasqArgs(t).filter((a) => a.startsWith("--address="))) {
     assert.match(arg, /\/(198\.1[89]\.|2001:db8:)[^/]*$/, arg);
   }
+});
+
+Deno.test("topology: the half-close server has its own name and addresses, in DNS and hosts", () => {
+  const t = topology(LAB_PREFIX, "/tmp/x");
+  const { halfClose4, halfClose6 } = t.addr;
+  const others = Object.entries(t.addr).filter(([k]) => !k.startsWith("halfClose"));
+  for (const [k, a] of others) assert.ok(a !== halfClose4 && a !== halfClose6, k);
+  const hosts = hostsFile(t);
+  assert.match(hosts, new RegExp(`^${halfClose4} ${LAB_HOSTS.halfClose}$`, "m"));
+  assert.match(hosts, new RegExp(`^${halfClose6} ${LAB_HOSTS.halfClose}$`, "m"));
+  assert.ok(
+    dnsmasqArgs(t).includes(`--host-record=${LAB_HOSTS.halfClose},${halfClose4},${halfClose6}`),
+  );
+  // Allowed through the lab's wildcard, exactly one label below it.
+  assert.match(LAB_HOSTS.halfClose, /^[a-z0-9-]+\.wild\.test$/);
 });
 
 Deno.test("parseArgs: modes, prefix, and unknown arguments named", () => {

@@ -86,6 +86,8 @@ export async function createNetwork(t: Topology, { routerForwarding = true } = {
     [ns.internet, links.internet, `${addr.never6}/64`],
     [ns.internet, links.internet, `${addr.dns4}/24`],
     [ns.internet, links.internet, `${addr.dns6}/64`],
+    [ns.internet, links.internet, `${addr.halfClose4}/24`],
+    [ns.internet, links.internet, `${addr.halfClose6}/64`],
   ];
   for (const [n, dev, cidr] of addrs) {
     // nodad: the address is usable at once instead of after duplicate address detection.

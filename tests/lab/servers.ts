@@ -1,6 +1,7 @@
 /**
  * The "internet" namespace's real servers: nginx (HTTP and HTTPS virtual hosts, plus a server
- * that must never be reached), dnsmasq, and a UDP listener on port 443.
+ * that must never be reached), dnsmasq, a UDP listener on port 443, and a server that honours
+ * half-close (`clients/half_close_server.ts`, for what nginx cannot show).
  *
  * Configuration text is built by pure functions so it can be read and tested apart from the
  * processes; every server writes its pid and log into the lab's state directory.
@@ -22,6 +23,10 @@ export interface ServerFiles {
   neverLog: string;
   /** One line per datagram that reached the UDP 443 listener; must stay empty. */
   udpLog: string;
+  /** JSON lines of the half-close server (see `clients/half_close_server.ts`). */
+  halfCloseLog: string;
+  /** The 64 MiB random file on disk; the half-close server sends it as its answer's body. */
+  bigFile: string;
   /** URL path of the 64 MiB random file, and its sha256 (hex). */
   bigPath: string;
   bigSha256: string;
@@ -79,7 +84,7 @@ ${listen(server6, t.unredirectedPort, false)}
 
 /** dnsmasq arguments: answers the lab names (A and AAAA) and nothing else. */
 export function dnsmasqArgs(t: Topology): string[] {
-  const { server4, server6, never4, never6, dns4, dns6 } = t.addr;
+  const { server4, server6, never4, never6, dns4, dns6, halfClose4, halfClose6 } = t.addr;
   return [
     "dnsmasq",
     "--keep-in-foreground",
@@ -94,6 +99,8 @@ export function dnsmasqArgs(t: Topology): string[] {
     "--log-queries",
     "--log-facility=-",
     `--host-record=${LAB_HOSTS.blocked},${never4},${never6}`,
+    // A host record wins over the --address for wild.test below, which would otherwise answer.
+    `--host-record=${LAB_HOSTS.halfClose},${halfClose4},${halfClose6}`,
     // Each matches the name and every name below it (the captured ClientHellos in
     // tests/testdata use names under allowed.test).
     `--address=/${LAB_HOSTS.allowed}/${server4}`,
@@ -117,10 +124,14 @@ export async function startServers(t: Topology, pki: Pki): Promise<ServerFiles> 
     serverLog: `${s}/server-access.log`,
     neverLog: `${s}/never-access.log`,
     udpLog: `${s}/udp443.log`,
+    halfCloseLog: `${s}/half-close.log`,
+    bigFile,
     bigPath: "/files/big.bin",
     bigSha256: sum.stdout.split(" ")[0],
   };
-  for (const f of [files.serverLog, files.neverLog, files.udpLog]) await Deno.writeTextFile(f, "");
+  for (const f of [files.serverLog, files.neverLog, files.udpLog, files.halfCloseLog]) {
+    await Deno.writeTextFile(f, "");
+  }
 
   await Deno.writeTextFile(`${s}/nginx.conf`, nginxConfig(t, pki));
   // nginx daemonizes itself and writes its own pid file.
@@ -145,11 +156,26 @@ export async function startServers(t: Topology, pki: Pki): Promise<ServerFiles> 
     ],
     { ns: t.ns.internet, logFile: `${s}/udp-sink.out`, pidFile: `${s}/udp-sink.pid` },
   );
+  await spawnDetached(
+    [
+      Deno.execPath(),
+      "run",
+      "--allow-all",
+      `${repoRoot()}/tests/lab/clients/half_close_server.ts`,
+      files.halfCloseLog,
+      bigFile,
+      `${t.addr.halfClose4}:80`,
+      `[${t.addr.halfClose6}]:80`,
+    ],
+    { ns: t.ns.internet, logFile: `${s}/half-close.out`, pidFile: `${s}/half-close.pid` },
+  );
   await waitForListeners(t, [
     ["tcp", `${t.addr.server4}:443`],
     ["tcp", `[${t.addr.never6}]:80`],
     ["udp", `${t.addr.dns4}:53`],
     ["udp", `${t.addr.server4}:443`],
+    ["tcp", `${t.addr.halfClose4}:80`],
+    ["tcp", `[${t.addr.halfClose6}]:80`],
   ]);
   return files;
 }

@@ -37,6 +37,12 @@ export interface Topology {
     /** dnsmasq, which the router resolves through. */
     dns4: string;
     dns6: string;
+    /**
+     * The half-close server (port 80): answers only after the client's FIN, then sends a
+     * 64 MiB body (nginx aborts a response when the client half-closes, so it cannot).
+     */
+    halfClose4: string;
+    halfClose6: string;
   };
   /** The LAN (client) subnets, with prefix length. */
   lan: { v4: string; v6: string };
@@ -60,6 +66,8 @@ export const LAB_HOSTS = {
   wildApex: "wild.test",
   /** Not on the allowlist; resolves to the never-reached server. */
   blocked: "blocked.test",
+  /** Allowed through `*.wild.test`; resolves to the half-close server. */
+  halfClose: "halfclose.wild.test",
 } as const;
 
 /** The allowlist the lab gives the proxy. */
@@ -92,6 +100,8 @@ export function topology(prefix: string = LAB_PREFIX, stateRoot = defaultStateRo
       never6: "2001:db8:2::66",
       dns4: "198.19.0.53",
       dns6: "2001:db8:2::53",
+      halfClose4: "198.19.0.20",
+      halfClose6: "2001:db8:2::20",
     },
     lan: { v4: "198.18.1.0/24", v6: "2001:db8:1::/64" },
     ports: { http: 8080, https: 8443 },
@@ -119,5 +129,9 @@ export function hostsFile(t: Topology): string {
     lines.push(`${t.addr.server4} ${name}`, `${t.addr.server6} ${name}`);
   }
   lines.push(`${t.addr.never4} ${LAB_HOSTS.blocked}`, `${t.addr.never6} ${LAB_HOSTS.blocked}`);
+  lines.push(
+    `${t.addr.halfClose4} ${LAB_HOSTS.halfClose}`,
+    `${t.addr.halfClose6} ${LAB_HOSTS.halfClose}`,
+  );
   return lines.join("\n") + "\n";
 }

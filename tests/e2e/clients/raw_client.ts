@@ -86,6 +86,7 @@ async function main(): Promise<Report> {
   let keptBytes = 0;
   // The body digest covers everything after the HTTP head, however large.
   let headerDone = false;
+  let head: Uint8Array = new Uint8Array();
   let headText = "";
   let digest: DigestStream | undefined;
   try {
@@ -109,16 +110,20 @@ async function main(): Promise<Report> {
         keptBytes += Math.min(n, keep - keptBytes);
       }
       if (!headerDone) {
-        headText += new TextDecoder("latin1").decode(chunk);
-        const at = headText.indexOf("\r\n\r\n");
+        // Split on bytes: a text decoder would alter body bytes (Deno's "latin1" is
+        // windows-1252, which maps 0x80-0x9f elsewhere).
+        head = concat(head, chunk);
+        const at = indexOfHeadEnd(head);
         if (at >= 0) {
           headerDone = true;
+          headText = new TextDecoder("latin1").decode(head.subarray(0, at));
           if (headText.startsWith("HTTP/")) {
             digest = new DigestStream();
-            digest.update(latin1(headText.slice(at + 4)));
+            digest.update(head.subarray(at + 4));
           }
-        } else if (headText.length > 65536) {
+        } else if (head.length > 65536) {
           headerDone = true;
+          headText = new TextDecoder("latin1").decode(head.subarray(0, 65536));
         }
       } else {
         digest?.update(chunk);
@@ -145,6 +150,7 @@ async function main(): Promise<Report> {
   report.head = hex(first.slice(0, 16));
   report.serverHello = first.length >= 6 && first[0] === 0x16 && first[1] === 0x03 &&
     first[5] === 0x02;
+  if (!headerDone) headText = new TextDecoder("latin1").decode(head);
   if (headText.startsWith("HTTP/")) report.statusLine = headText.split("\r\n")[0];
   if (digest) {
     report.bodySha256 = await digest.hex();
@@ -153,8 +159,21 @@ async function main(): Promise<Report> {
   return report;
 }
 
-function latin1(text: string): Uint8Array {
-  return Uint8Array.from(text, (c) => c.charCodeAt(0));
+function concat(a: Uint8Array, b: Uint8Array): Uint8Array {
+  const out = new Uint8Array(a.length + b.length);
+  out.set(a);
+  out.set(b, a.length);
+  return out;
+}
+
+/** Index of the CRLF CRLF that ends an HTTP head, or -1. */
+function indexOfHeadEnd(bytes: Uint8Array): number {
+  for (let i = 0; i + 3 < bytes.length; i++) {
+    if (bytes[i] === 13 && bytes[i + 1] === 10 && bytes[i + 2] === 13 && bytes[i + 3] === 10) {
+      return i;
+    }
+  }
+  return -1;
 }
 
 /** SHA-256 over a stream of chunks, using the system's sha256sum to avoid holding 64 MiB. */
