@@ -132,7 +132,9 @@ async function runSystem(
       if (system !== "direct") results.cpuProxy[proto][system] = cpu((c) => c.routerSeconds);
       results.cpuMachine[proto][system] = cpu((c) => c.machineSeconds);
       say(`${system} ${proto}: connection rate`);
-      results.rate[proto][system] = await connectionRate(lab, proto, plan.rateSeconds);
+      const rate = await connectionRate(lab, proto, plan.rateSeconds);
+      results.rate[proto][system] = rate.rate;
+      if (system !== "direct") results.cpuConn[proto][system] = rate.cpuPerThousand;
       say(`${system} ${proto}: latency`);
       const lat = await latency(lab, proto, plan.latencyRate, plan.latencySeconds);
       results.p50[proto][system] = lat.p50;

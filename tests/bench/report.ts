@@ -12,6 +12,7 @@ export type Metric =
   | "bulk1"
   | "bulk8"
   | "rate"
+  | "cpuConn"
   | "p50"
   | "p99"
   | "idle"
@@ -40,6 +41,13 @@ export const METRICS: Record<Metric, MetricInfo> = {
     unit: "conn/s",
     better: "higher",
     target: "haproxy",
+  },
+  cpuConn: {
+    label: "CPU per 1,000 connections, proxy process",
+    unit: "s",
+    better: "lower",
+    noDirect: true,
+    target: "squid",
   },
   p50: {
     label: "latency p50 added over direct",

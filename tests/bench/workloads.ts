@@ -115,7 +115,19 @@ export function parseWrk(
  * New connection per small request for `seconds`: wrk with `Connection: close`, 32 connections
  * on one thread. Connections per second = requests per second.
  */
-export async function connectionRate(lab: Lab, proto: Proto, seconds: number): Promise<Figure> {
+export async function connectionRate(
+  lab: Lab,
+  proto: Proto,
+  seconds: number,
+): Promise<{ rate: Figure; cpuPerThousand: Figure }> {
+  const [rate, cpu] = await withCpu(lab, () => wrkRate(lab, proto, seconds));
+  const cpuPerThousand: Figure = rate.value === null
+    ? { value: null, note: "rate failed" }
+    : { value: (cpu.routerSeconds * 1000) / (rate.value * seconds) };
+  return { rate, cpuPerThousand };
+}
+
+async function wrkRate(lab: Lab, proto: Proto, seconds: number): Promise<Figure> {
   const out = await lab.client(
     ["wrk", "-t1", "-c32", `-d${seconds}s`, "-H", "Connection: close", url(proto, "/")],
     { check: false, timeoutMs: (seconds + 30) * 1000 },
