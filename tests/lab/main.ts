@@ -59,7 +59,8 @@ function keepInstructions(lab: Lab): string {
     [`ip netns exec ${ns.router} bash`, "the router, where the proxy runs"],
     [
       `ip netns exec ${ns.internet} bash`,
-      `the servers: ${addr.server4}, never-reached ${addr.never4}, DNS ${addr.dns4}`,
+      `the servers: ${addr.server4}, never-reached ${addr.never4}, DNS ${addr.dns4}, ` +
+      `half-close ${addr.halfClose4}`,
     ],
   ];
   const width = Math.max(...rows.map(([cmd]) => cmd.length));

@@ -15,8 +15,10 @@ import {
   describeCurl,
   sClient,
 } from "./clients.ts";
+import type { Plan, Report } from "../e2e/clients/raw_client.ts";
 import type { Lab } from "./lab.ts";
 import { endpointPort, formatEvent, type ProxyEvent } from "./proxy.ts";
+import { BIG_FILE_BYTES } from "./servers.ts";
 import { LAB_HOSTS } from "./topology.ts";
 
 /** What the proxy should log for a step: a decision, or nothing at all. */
@@ -77,7 +79,7 @@ function curlBlocked(r: CurlResult) {
 
 /** The steps of `deno task lab`, in order. */
 export function labSteps(lab: Lab): Step[] {
-  const { allowed, blocked, wildOne, wildTwo, wildApex } = LAB_HOSTS;
+  const { allowed, blocked, wildOne, wildTwo, wildApex, halfClose } = LAB_HOSTS;
   const port = lab.t.unredirectedPort;
   const get = (url: string, family?: 4 | 6) => curl(lab, url, { family });
   return [
@@ -195,6 +197,12 @@ export function labSteps(lab: Lab): Step[] {
       },
     },
     {
+      request: `GET http://${halfClose}/ then FIN (half-close)`,
+      expected: "server sees the FIN, all 64 MiB arrive after it",
+      decision: { event: "ALLOWED", proto: "HTTP", name: halfClose },
+      act: () => halfCloseStep(lab),
+    },
+    {
       request: `curl http://${allowed}:${port}/ (not redirected)`,
       expected: "no connection",
       decision: "none",
@@ -217,6 +225,46 @@ export function labSteps(lab: Lab): Step[] {
       },
     },
   ];
+}
+
+/**
+ * A client that sends its request and shuts its sending side, to the half-close server (which
+ * answers only after that FIN): the answer must still arrive whole.
+ */
+async function halfCloseStep(
+  lab: Lab,
+): Promise<{ ok: boolean; observed: string; localPort?: number }> {
+  const request = `GET /lab HTTP/1.1\r\nHost: ${LAB_HOSTS.halfClose}\r\nConnection: close\r\n\r\n`;
+  const plan: Plan = {
+    host: lab.t.addr.halfClose4,
+    port: 80,
+    parts: [btoa(request)],
+    closeWrite: true,
+    keepBytes: 4096,
+    readDeadlineMs: 60_000,
+  };
+  const out = await denoClient(lab, clientScript("e2e/clients/raw_client.ts"), [], {
+    stdin: JSON.stringify(plan),
+    timeoutMs: 90_000,
+  });
+  let r: Report;
+  try {
+    r = JSON.parse(out.stdout) as Report;
+  } catch {
+    return { ok: false, observed: `raw client failed (exit ${out.code}): ${out.stderr}` };
+  }
+  const records = await lab.halfCloseRecords();
+  const sawFin = records.some((x) => x.event === "eof" && x.requestBytes === request.length);
+  const whole = r.end === "eof" && r.statusLine === "HTTP/1.1 200 OK" &&
+    r.bodyBytes === BIG_FILE_BYTES && r.bodySha256 === lab.files.bigSha256;
+  const body = r.bodySha256 === lab.files.bigSha256 ? "sha256 matches" : "sha256 DIFFERS";
+  return {
+    ok: sawFin && whole,
+    observed:
+      `${r.statusLine ?? `no answer (${r.end})`}, ${r.bodyBytes ?? 0} body bytes, ${body}; ` +
+      `server ${sawFin ? "saw" : "did NOT see"} the FIN`,
+    localPort: r.localPort,
+  };
 }
 
 /** Runs every step in order and returns one row per step plus the final "never reached" rows. */
