@@ -1,13 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
 import { contains, formatCidr, parseCidr } from "../src/cidr.ts";
-import { type IpAddress, parseIp } from "../src/ip_address.ts";
-
-function ip(text: string): IpAddress {
-  const r = parseIp(text, true);
-  if (!r.ok) throw new Error(r.reason);
-  return r.value;
-}
+import { big128, big32, ip, isMappedBig, toBig, v4Text, v6FullText } from "./ip_arbitraries.ts";
 
 function cidr(text: string) {
   const r = parseCidr(text);
@@ -16,12 +10,6 @@ function cidr(text: string) {
 }
 
 // --- BigInt reference implementation (independent of the byte-wise code under test) ---
-
-function toBig(bytes: Uint8Array): bigint {
-  let v = 0n;
-  for (const b of bytes) v = (v << 8n) | BigInt(b);
-  return v;
-}
 
 function refContains(net: bigint, prefix: number, addr: bigint, width: number): boolean {
   const shift = BigInt(width - prefix);
@@ -32,26 +20,6 @@ function refMask(v: bigint, prefix: number, width: number): bigint {
   const hostBits = BigInt(width - prefix);
   return (v >> hostBits) << hostBits;
 }
-
-function v4Text(v: bigint): string {
-  return [24n, 16n, 8n, 0n].map((s) => String((v >> s) & 0xffn)).join(".");
-}
-
-/** Uncompressed IPv6 text, optionally zero-padded and upper-cased. */
-function v6FullText(v: bigint, pad: boolean, upper: boolean): string {
-  const groups: string[] = [];
-  for (let s = 112n; s >= 0n; s -= 16n) {
-    const g = ((v >> s) & 0xffffn).toString(16);
-    groups.push(pad ? g.padStart(4, "0") : g);
-  }
-  const t = groups.join(":");
-  return upper ? t.toUpperCase() : t;
-}
-
-const isMappedBig = (v: bigint) => (v >> 32n) === 0xffffn;
-
-const big32 = fc.bigInt({ min: 0n, max: (1n << 32n) - 1n });
-const big128 = fc.bigInt({ min: 0n, max: (1n << 128n) - 1n });
 
 // --- unit tests ---
 

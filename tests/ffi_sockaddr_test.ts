@@ -8,27 +8,8 @@ import {
   encodeSockaddrIn6,
 } from "../ffi/sockaddr.ts";
 import { canonicalAddress, formatIPv6, isV4Mapped, parseIPv6 } from "../src/ip_address.ts";
+import { v6Bytes } from "./ip_arbitraries.ts";
 
-const bytes16 = fc.uint8Array({ minLength: 16, maxLength: 16 });
-// Addresses with long zero runs exercise the `::` rules far more often than uniform bytes.
-const groups8 = fc.array(
-  fc.oneof(fc.constant(0), fc.constant(0), fc.integer({ min: 0, max: 0xffff })),
-  {
-    minLength: 8,
-    maxLength: 8,
-  },
-);
-const v6Bytes = fc.oneof(
-  bytes16,
-  groups8.map((gs) => {
-    const out = new Uint8Array(16);
-    gs.forEach((g, i) => {
-      out[2 * i] = g >> 8;
-      out[2 * i + 1] = g & 0xff;
-    });
-    return out;
-  }),
-);
 const port = fc.integer({ min: 0, max: 65535 });
 
 Deno.test("sockaddr_in round trip", () => {

@@ -7,7 +7,6 @@ import {
   formatIp,
   formatIPv4,
   formatIPv6,
-  type IpAddress,
   isUnsafeAddress,
   isV4Mapped,
   parseIp,
@@ -17,72 +16,18 @@ import {
 import * as cidrModule from "../src/cidr.ts";
 import * as pinModule from "../src/destination_pin.ts";
 import * as sockaddrModule from "../ffi/sockaddr.ts";
-
-// --- generators and references (moved with the tests from the sockaddr, cidr and pin tests) ---
-
-const bytes16 = fc.uint8Array({ minLength: 16, maxLength: 16 });
-// Addresses with long zero runs exercise the `::` rules far more often than uniform bytes.
-const groups8 = fc.array(
-  fc.oneof(fc.constant(0), fc.constant(0), fc.integer({ min: 0, max: 0xffff })),
-  {
-    minLength: 8,
-    maxLength: 8,
-  },
-);
-const v6Bytes = fc.oneof(
-  bytes16,
-  groups8.map((gs) => {
-    const out = new Uint8Array(16);
-    gs.forEach((g, i) => {
-      out[2 * i] = g >> 8;
-      out[2 * i + 1] = g & 0xff;
-    });
-    return out;
-  }),
-);
-
-/** WHATWG URL serialisation compresses IPv6 the RFC 5952 way (but prints v4-mapped in hex). */
-function urlCanonical(bytes: Uint8Array): string {
-  const full = Array.from(
-    { length: 8 },
-    (_, i) => ((bytes[2 * i] << 8) | bytes[2 * i + 1]).toString(16),
-  )
-    .join(":");
-  return new URL(`http://[${full}]/`).hostname.slice(1, -1);
-}
-
-function ip(text: string): IpAddress {
-  const r = parseIp(text, true);
-  if (!r.ok) throw new Error(r.reason);
-  return r.value;
-}
-
-function toBig(bytes: Uint8Array): bigint {
-  let v = 0n;
-  for (const b of bytes) v = (v << 8n) | BigInt(b);
-  return v;
-}
-
-function v4Text(v: bigint): string {
-  return [24n, 16n, 8n, 0n].map((s) => String((v >> s) & 0xffn)).join(".");
-}
-
-/** Uncompressed IPv6 text, optionally zero-padded and upper-cased. */
-function v6FullText(v: bigint, pad: boolean, upper: boolean): string {
-  const groups: string[] = [];
-  for (let s = 112n; s >= 0n; s -= 16n) {
-    const g = ((v >> s) & 0xffffn).toString(16);
-    groups.push(pad ? g.padStart(4, "0") : g);
-  }
-  const t = groups.join(":");
-  return upper ? t.toUpperCase() : t;
-}
-
-const MAPPED_BASE = 0xffffn << 32n;
-const isMappedBig = (v: bigint) => (v >> 32n) === 0xffffn;
-
-const big32 = fc.bigInt({ min: 0n, max: (1n << 32n) - 1n });
-const big128 = fc.bigInt({ min: 0n, max: (1n << 128n) - 1n });
+import {
+  big128,
+  big32,
+  ip,
+  isMappedBig,
+  MAPPED_BASE,
+  toBig,
+  urlCanonical,
+  v4Text,
+  v6Bytes,
+  v6FullText,
+} from "./ip_arbitraries.ts";
 
 // --- text forms, canonicalisation, endpoints (from ffi_sockaddr_test.ts) ---
 
