@@ -11,7 +11,8 @@
  */
 
 import type { Libc } from "./libc.ts";
-import { canonicalAddress, decodeSockaddr, SOCKADDR_STORAGE_SIZE } from "./sockaddr.ts";
+import { canonicalAddress } from "../src/ip_address.ts";
+import { decodeSockaddr, SOCKADDR_STORAGE_SIZE } from "./sockaddr.ts";
 import type { SocketAddress } from "./sockaddr.ts";
 import { errnoName } from "./errno.ts";
 

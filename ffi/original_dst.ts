@@ -8,12 +8,8 @@
 import type { Libc } from "./libc.ts";
 import { errnoName } from "./errno.ts";
 import { fdMatchesConn, rawFdOf, socketAddressOf } from "./conn_fd.ts";
-import {
-  canonicalAddress,
-  decodeSockaddr,
-  SOCKADDR_STORAGE_SIZE,
-  type SocketAddress,
-} from "./sockaddr.ts";
+import { canonicalAddress } from "../src/ip_address.ts";
+import { decodeSockaddr, SOCKADDR_STORAGE_SIZE, type SocketAddress } from "./sockaddr.ts";
 
 /** `SOL_IP`: option level for IPv4 (and v4-mapped connections on IPv6 sockets). */
 export const SOL_IP = 0;

@@ -12,7 +12,6 @@ import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from "../src/ip_address.
 // Re-exported for the modules that compare kernel and Deno addresses
 // (connection, proxy_server, conn_fd, original_dst); new code imports them
 // from src/ip_address.ts.
-export { canonicalAddress, formatEndpoint } from "../src/ip_address.ts";
 
 /** Linux `AF_INET`. */
 export const AF_INET = 2;

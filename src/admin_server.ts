@@ -8,7 +8,7 @@
  * @module
  */
 
-import { formatIp, parseIp } from "./cidr.ts";
+import { formatIp, parseIp } from "./ip_address.ts";
 import { CONTENT_TYPE } from "./metrics.ts";
 
 /** A validated `host:port` listen address. */

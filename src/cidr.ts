@@ -13,11 +13,6 @@
 
 import { formatIp, type IpAddress, parseIp, type ParseResult } from "./ip_address.ts";
 
-// Address parsing lives in ip_address.ts; re-exported for the policy modules
-// (source_policy, admin_server) that take addresses and networks from here.
-export { formatIp, parseIp };
-export type { IpAddress, ParseResult };
-
 /** A network: an address whose bits after `prefix` are all zero. */
 export interface Cidr {
   /** 4 or 6 (canonical family, see the module doc). */

@@ -8,7 +8,8 @@
 
 import type { Libc } from "../ffi/libc.ts";
 import { originalDestination } from "../ffi/original_dst.ts";
-import { canonicalAddress, formatEndpoint, type SocketAddress } from "../ffi/sockaddr.ts";
+import type { SocketAddress } from "../ffi/sockaddr.ts";
+import { canonicalAddress, formatEndpoint } from "./ip_address.ts";
 import type { Allowlist } from "./allowlist.ts";
 import type { Config } from "./config.ts";
 import {

@@ -10,7 +10,6 @@
 import { canonicalIp, isUnsafeAddress } from "./ip_address.ts";
 
 // Re-exported: dns_cache canonicalises answers with the same rules as pinning.
-export { canonicalIp, isUnsafeAddress };
 
 /** `DST_POLICY` values: `pin` (default), `strict`, `off`. */
 export type DstPolicy = "pin" | "strict" | "off";

@@ -15,7 +15,7 @@
  */
 
 import { Resolver } from "node:dns/promises";
-import { canonicalIp } from "./destination_pin.ts";
+import { canonicalIp } from "./ip_address.ts";
 
 /** One answer record: an address and its TTL in seconds. */
 export interface DnsAnswer {

@@ -341,8 +341,7 @@ export function canonicalIp(input: string): string | null {
  * True for addresses the proxy must never connect to on a name's behalf:
  * unspecified, loopback, link-local, multicast, IPv4 "this network" and
  * reserved/broadcast ranges; also for text that is not an address (deny on
- * doubt). Expects output of {@link canonicalIp}: a v4-mapped spelling is
- * judged as IPv6, where it matches none of these ranges.
+ * doubt). A v4-mapped spelling is judged by its IPv4 address.
  */
 export function isUnsafeAddress(canonical: string): boolean {
   const b = SCRATCH;
@@ -352,6 +351,10 @@ export function isUnsafeAddress(canonical: string): boolean {
     return a === 0 || a === 127 || (a === 169 && b[1] === 254) || a >= 224;
   }
   if (scanIPv6(canonical, 0, canonical.length, b) !== null) return true;
+  if (isMappedAt(b, 0)) {
+    const a = b[12];
+    return a === 0 || a === 127 || (a === 169 && b[13] === 254) || a >= 224;
+  }
   let zeroPrefix = true; // first 15 bytes zero: :: and ::1 when the last byte is 0 or 1
   for (let i = 0; i < 15; i++) if (b[i] !== 0) zeroPrefix = false;
   if (zeroPrefix && b[15] <= 1) return true;

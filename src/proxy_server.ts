@@ -5,7 +5,7 @@
  */
 
 import type { Libc } from "../ffi/libc.ts";
-import { canonicalAddress } from "../ffi/sockaddr.ts";
+import { canonicalAddress } from "./ip_address.ts";
 import type { Config } from "./config.ts";
 import type { DnsCache } from "./dns_cache.ts";
 import type { ProxyMetrics } from "./metrics.ts";

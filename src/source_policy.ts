@@ -17,7 +17,8 @@
  */
 
 import { type Allowlist, parseAllowlist } from "./allowlist.ts";
-import { type Cidr, contains, formatCidr, type IpAddress, parseCidr, parseIp } from "./cidr.ts";
+import { type Cidr, contains, formatCidr, parseCidr } from "./cidr.ts";
+import { type IpAddress, parseIp } from "./ip_address.ts";
 
 /** One source rule: clients inside `cidr` use `allowlist`. */
 export interface SourceRule {

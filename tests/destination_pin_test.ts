@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { canonicalIp, decideDestination, isUnsafeAddress } from "../src/destination_pin.ts";
+import { decideDestination } from "../src/destination_pin.ts";
+import { canonicalIp, isUnsafeAddress } from "../src/ip_address.ts";
 
 const dst = (address: string, port = 443) => ({ address, port });
 const ok = (...addresses: string[]) => ({ ok: true as const, addresses });
