@@ -145,7 +145,7 @@ export function renderTable(results: Results): string {
     "unit",
     "direct",
     ...PROXY_COLUMNS.map((s) => TITLES[s]),
-    "proxy-please ÷ best peer",
+    "proxy-please ÷ best peer (latency: −)",
     "target",
   ];
   const lines = [`| ${head.join(" | ")} |`, `|${head.map(() => "---").join("|")}|`];
@@ -181,7 +181,10 @@ export function renderTable(results: Results): string {
         : info.better === "higher"
         ? Math.max(...peers)
         : Math.min(...peers);
-      cells.push(pp === null || best === null ? "—" : ratio(pp, best));
+      if (pp === null || best === null) cells.push("—");
+      // An added latency can be zero or negative (noise): a difference reads where a ratio would not.
+      else if (info.addedOverDirect) cells.push(`${pp - best >= 0 ? "+" : ""}${fmt(pp - best)} ms`);
+      else cells.push(ratio(pp, best));
       cells.push(targetCell(results, metric, proto));
       lines.push(
         `| ${info.label} | ${proto === "http" ? "HTTP" : "TLS"} | ${info.unit} | ${
