@@ -53,6 +53,19 @@ function hitsFor(lines: string[], host: string): string[] {
   return lines.filter((l) => l.includes(` host=${host} `));
 }
 
+/**
+ * The real server's hit log once it has at least `expected` lines (bounded): nginx logs a
+ * request just after answering it, so a fast client can read the log before the line is there.
+ */
+async function settledHits(c: CaseContext, expected: number): Promise<string[]> {
+  const deadline = Date.now() + 3_000;
+  while (true) {
+    const lines = await c.lab.serverHits();
+    if (lines.length >= expected || Date.now() > deadline) return lines;
+    await sleep(25);
+  }
+}
+
 /** Every proxy event about the connection from client source port `port`. */
 async function eventsFor(c: CaseContext, port: number | undefined) {
   assert.ok(port, "the client reported no source port");
@@ -239,7 +252,7 @@ async function expectPinned(c: CaseContext, scheme: "http" | "https", family: 4 
   assert.equal(e.dst, family === 4 ? `${never4}:${port}` : `[${never6}]:${port}`);
   assert.equal(e.connect, family === 4 ? `${server4}:${port}` : `[${server6}]:${port}`);
   assert.deepEqual(await c.lab.neverHits(), [], "the dialled (wrong) server was reached");
-  assert.equal(hitsFor(await c.lab.serverHits(), "allowed.test").length, 1);
+  assert.equal(hitsFor(await settledHits(c, 1), "allowed.test").length, 1);
 }
 
 async function expectDstMismatch(c: CaseContext, scheme: "http" | "https") {
@@ -286,7 +299,7 @@ async function expectSecondRequestRefused(
   const e = await waitForReason(c, r.localPort, reason);
   assert.equal(e?.event, "DENIED", JSON.stringify(await eventsFor(c, r.localPort)));
   assert.equal(e.host, second);
-  const hits = await c.lab.serverHits();
+  const hits = await settledHits(c, 1);
   assert.equal(hitsFor(hits, "allowed.test").length, 1, hits.join("\n"));
   assert.deepEqual(hitsFor(hits, second), [], `the ${second} request reached the server`);
   assert.deepEqual(await c.lab.neverHits(), []);
@@ -309,10 +322,43 @@ async function expectSmugglingRefused(c: CaseContext, plan: Plan, want: number[]
   assert.notEqual(r.end, "deadline", "the proxy left a smuggling connection open");
   const e = await waitForReason(c, r.localPort, "ambiguous_framing");
   assert.equal(e?.event, "DENIED", JSON.stringify(await eventsFor(c, r.localPort)));
-  const hits = await c.lab.serverHits();
+  const hits = await settledHits(c, want.length - 1);
   assert.deepEqual(hitsFor(hits, "blocked.test"), [], "the smuggled request reached the server");
   // Everything before the ambiguous request is answered; the ambiguous one never goes upstream.
   assert.equal(hits.length, want.length - 1, `server hits:\n${hits.join("\n")}`);
+  assert.deepEqual(await c.lab.neverHits(), []);
+}
+
+/**
+ * Sends `requests` on one connection to the real server (each after the previous answer) and
+ * expects the answers `want` (the refused one last), a denial with one of `reasons`, and no
+ * server hit but the answered requests -- none for blocked.test.
+ */
+async function expectRefused(
+  c: CaseContext,
+  requests: string[],
+  want: number[],
+  reasons: string[],
+) {
+  const steps = requests.map((r, i) => ({
+    send: b64(r),
+    waitFor: i < requests.length - 1 ? "hello from allowed.test\n" : undefined,
+  }));
+  const r = await conversation(c.lab, { host: c.lab.t.addr.server4, port: 80, steps });
+  assert.ok(r.connected, r.error);
+  const events = await eventsFor(c, r.localPort);
+  const hits = await settledHits(c, want.filter((s) => s === 200).length);
+  const detail = `client got ${JSON.stringify(r.text)}\nproxy: ${JSON.stringify(events)}\n` +
+    `server hits:\n${hits.join("\n")}`;
+  assert.deepEqual(statuses(r.text), want, detail);
+  assert.notEqual(r.end, "deadline", `the connection was left open\n${detail}`);
+  const denied = await c.waitForEvent((e) =>
+    e.peer?.endsWith(`:${r.localPort}`) === true && e.event === "DENIED"
+  );
+  assert.ok(denied, `no DENIED line\n${detail}`);
+  assert.ok(reasons.includes(String(denied.reason)), `reason ${denied.reason}\n${detail}`);
+  assert.deepEqual(hitsFor(hits, "blocked.test"), [], detail);
+  assert.equal(hits.length, want.filter((s) => s === 200).length, detail);
   assert.deepEqual(await c.lab.neverHits(), []);
 }
 
@@ -413,7 +459,7 @@ labTest("e2e (issue 5): destination pinning, request checks, smuggling", [
       ],
     });
     assert.deepEqual(statuses(r.text), [200, 200], JSON.stringify(r.text));
-    assert.equal(hitsFor(await c.lab.serverHits(), "allowed.test").length, 2);
+    assert.equal(hitsFor(await settledHits(c, 2), "allowed.test").length, 2);
   }],
   [
     "host switch to another allowed host, pipelined in one write",
@@ -457,6 +503,51 @@ labTest("e2e (issue 5): destination pinning, request checks, smuggling", [
           { send: b64(clte("cl-first")) },
         ],
       }, [200, 400]),
+  ],
+  [
+    "absolute-form target for blocked.test behind Host allowed.test (first request)",
+    (c) =>
+      expectRefused(c, [req("allowed.test", "", "GET", "http://blocked.test/")], [400], [
+        "host_mismatch",
+      ]),
+  ],
+  [
+    "absolute-form target for blocked.test as the second request",
+    (c) =>
+      expectRefused(
+        c,
+        [req("allowed.test"), req("allowed.test", "", "GET", "http://blocked.test/")],
+        [200, 400],
+        ["host_mismatch"],
+      ),
+  ],
+  [
+    "CONNECT blocked.test behind Host allowed.test",
+    (c) =>
+      expectRefused(c, [req("allowed.test", "", "CONNECT", "blocked.test:80")], [400], [
+        "host_mismatch",
+      ]),
+  ],
+  [
+    // 400, as for a first request without Host.
+    "an HTTP/1.0 second request without Host is refused",
+    (c) =>
+      expectRefused(c, [req("allowed.test"), "GET / HTTP/1.0\r\n\r\n"], [200, 400], ["no_host"]),
+  ],
+  [
+    // KNOWN GAP (src/http_framing.ts "residual risk"): after any Upgrade head the tracker stops
+    // checking, though nginx answered 200, not 101 -- so the next request goes unchecked.
+    "a request for blocked.test after an Upgrade the server refused (200, not 101) is refused",
+    (c) =>
+      expectRefused(
+        c,
+        [
+          req("allowed.test", "Upgrade: websocket\r\nConnection: Upgrade\r\n"),
+          req("blocked.test", "Connection: close\r\n"),
+        ],
+        [200, 403],
+        ["not_allowed"],
+      ),
   ],
   [
     "(restart the proxy: DST_POLICY=off MAX_CONNECTIONS=12000, open-file limit raised)",
@@ -591,11 +682,63 @@ labTest("e2e (issue 5): connection limits, audit mode, per-source policy", [
       assert.ok(gone, "the proxy never noticed the closed connection");
       const again = await open(c.lab.t.addr.server4);
       assert.equal(again.ok, 1, `after closing one: ${again.failures.join("; ")}`);
-      assert.equal(hitsFor(await c.lab.serverHits(), "allowed.test").length, 7);
+      assert.equal(hitsFor(await settledHits(c, 7), "allowed.test").length, 7);
     } finally {
       await hold.stop();
     }
   }],
+  restart({ MAX_CONNECTIONS: "3" }),
+  [
+    "MAX_CONNECTIONS: excess connections are closed at once, counted, logged sparingly",
+    async (c) => {
+      const hold = holder(c.lab);
+      const open = (count: number) =>
+        hold.ask<OpenResult>(
+          {
+            op: "open",
+            count,
+            host: c.lab.t.addr.server4,
+            port: 80,
+            request: b64(req("allowed.test")),
+            expect: "hello from allowed.test\n",
+          } satisfies OpenCommand,
+          60_000,
+        );
+      const series =
+        'proxy_please_connections_total{proto="http",decision="denied",reason="too_many_connections"}';
+      try {
+        assert.equal((await open(3)).ok, 3);
+        const started = Date.now();
+        const excess = await open(6);
+        const seconds = (Date.now() - started) / 1000;
+        assert.equal(excess.ok, 0, "a connection beyond MAX_CONNECTIONS got through");
+        for (const f of excess.failures) {
+          assert.match(f, /^(Error: eof|ConnectionReset|BrokenPipe)/);
+        }
+        const lines = (await c.events()).filter((e) => e.reason === "too_many_connections");
+        assert.ok(lines.length >= 1, "the refusals were not logged");
+        // At most one line per second, whatever the burst.
+        assert.ok(lines.length <= Math.ceil(seconds) + 1, `${lines.length} lines in ${seconds}s`);
+        const metrics = await run([
+          "curl",
+          "-sS",
+          "--max-time",
+          "5",
+          "http://127.0.0.1:9090/metrics",
+        ], {
+          ns: c.lab.t.ns.router,
+        });
+        const line = metrics.stdout.split("\n").find((l) => l.startsWith(series + " "));
+        assert.equal(line, `${series} 6`, "every refused connection is counted");
+        await hold.ask({ op: "close", count: 1 }, 10_000);
+        const freed = await c.waitForEvent((e) => e.event === "CLOSED");
+        assert.ok(freed, "the proxy never noticed the closed connection");
+        assert.equal((await open(1)).ok, 1, "no slot after closing one");
+      } finally {
+        await hold.stop();
+      }
+    },
+  ],
   restart({ MODE: "audit" }),
   ["audit: a denied host is forwarded, logged would_deny, and suggested by `report`", async (c) => {
     const from = await c.lab.proxy!.log.mark();
@@ -617,7 +760,7 @@ labTest("e2e (issue 5): connection limits, audit mode, per-source policy", [
     const ok = await curl(c.lab, "http://allowed.test/", { family: 4 });
     assert.equal(ok.status, 200);
     assert.equal((await c.decisionFor(ok.localPort))?.would_deny, undefined);
-    assert.equal(hitsFor(await c.lab.serverHits(), "blocked.test").length, 2);
+    assert.equal(hitsFor(await settledHits(c, 3), "blocked.test").length, 2);
 
     const lines = await c.lab.proxy!.log.rawSince(from);
     const file = await Deno.makeTempFile({ prefix: "ppe2eh-audit-", suffix: ".log" });
@@ -665,7 +808,7 @@ labTest("e2e (issue 5): connection limits, audit mode, per-source policy", [
       assert.equal(e.reason, "not_allowed");
       assert.equal(e.host ?? e.sni, name);
     }
-    const hits = await c.lab.serverHits();
+    const hits = await settledHits(c, 2);
     assert.equal(hits.length, 2, hits.join("\n"));
     assert.equal(hitsFor(hits, "wild.test").length, 2);
   }],

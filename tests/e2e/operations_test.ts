@@ -14,13 +14,15 @@
  */
 
 import assert from "node:assert/strict";
-import { curl } from "../lab/clients.ts";
+import { clientScript, curl, denoClient } from "../lab/clients.ts";
 import { processAlive, run, sleep } from "../lab/command.ts";
 import type { Lab } from "../lab/lab.ts";
 import { proxyEntryPoint, ProxyLog, stopProxy } from "../lab/proxy.ts";
 import { BIG_FILE_BYTES } from "../lab/servers.ts";
 import { LAB_ALLOWED_HOSTS } from "../lab/topology.ts";
+import type { Plan, Report } from "./clients/hardening_conversation.ts";
 import { type CaseContext, isDecision, labTest } from "./lab_fixture.ts";
+import { b64 } from "./raw.ts";
 
 const PREFIX = "ppe2eo-";
 /** The admin listener's default address, inside the router namespace. */
@@ -284,6 +286,25 @@ async function sha256File(file: string): Promise<string> {
   return (await run(["sha256sum", file])).stdout.split(" ")[0];
 }
 
+/** The status codes of every HTTP response in `text`, in order. */
+function statuses(text: string): number[] {
+  return [...text.matchAll(/HTTP\/1\.[01] (\d{3}) /g)].map((m) => Number(m[1]));
+}
+
+function req(host: string, extra = ""): string {
+  return `GET / HTTP/1.1\r\nHost: ${host}\r\n${extra}\r\n`;
+}
+
+/** Waits (bounded) until the real server has logged `count` requests (it logs after answering). */
+async function waitForHits(c: CaseContext, count: number): Promise<string[]> {
+  const deadline = Date.now() + 3_000;
+  while (true) {
+    const lines = await c.lab.serverHits();
+    if (lines.length >= count || Date.now() > deadline) return lines;
+    await sleep(25);
+  }
+}
+
 /** Runs `fn` with a fresh temporary directory for downloads, removed afterwards. */
 async function withDownloadDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "ppe2eo-" });
@@ -424,6 +445,50 @@ labTest("e2e (issue 6): reload, drain and the admin endpoints", [
         })),
   ],
   [
+    "a reload that removes a host: the next request on a connection kept alive is refused",
+    (c) =>
+      withOwnProxy(c, LAB_FILE, {}, (p) =>
+        withDownloadDir(async (dir) => {
+          const go = `${dir}/go`;
+          const plan: Plan = {
+            host: c.lab.t.addr.server4,
+            port: 80,
+            steps: [
+              { send: b64(req("allowed.test")), waitFor: "hello from allowed.test\n" },
+              { send: b64(req("allowed.test", "Connection: close\r\n")), waitForFile: go },
+            ],
+            readDeadlineMs: 30_000,
+          };
+          const client = denoClient(
+            c.lab,
+            clientScript("e2e/clients/hardening_conversation.ts"),
+            [],
+            { stdin: JSON.stringify(plan), timeoutMs: 60_000 },
+          );
+          try {
+            const first = await p.log.waitFor((e) => e.event === "ALLOWED", { timeoutMs: 20_000 });
+            assert.ok(first, "the first request was not decided");
+            await waitForHits(c, 1);
+            const mark = await p.log.mark();
+            await p.reload("ALLOWED_HOSTS=*.wild.test\n");
+            assert.ok(await p.waitForMessage(/^configuration reloaded/, mark), "not reloaded");
+          } finally {
+            await Deno.writeTextFile(go, "");
+          }
+          const out = await client;
+          assert.equal(out.code, 0, out.stderr);
+          const r = JSON.parse(out.stdout) as Report;
+          const hits = await c.lab.serverHits();
+          const detail = `client got ${JSON.stringify(r.text)}\nserver hits:\n${hits.join("\n")}`;
+          assert.deepEqual(statuses(r.text), [200, 403], detail);
+          assert.equal(hits.length, 1, detail);
+          const denied = await p.log.waitFor((e) =>
+            e.event === "DENIED" && e.peer?.endsWith(`:${r.localPort}`) === true
+          );
+          assert.equal(denied?.reason, "not_allowed", detail);
+        })),
+  ],
+  [
     "a reload with a bad file is rejected whole and counted; a good one then applies",
     (c) =>
       withOwnProxy(c, LAB_FILE, {}, async (p) => {
@@ -510,7 +575,7 @@ labTest("e2e (issue 6): reload, drain and the admin endpoints", [
           const stopped = await p.waitForMessage(/^stopped;/, from);
           assert.match(String(stopped?.message), /^stopped; 0 connections closed/);
           // Only the two downloads reached the server.
-          const hits = await c.lab.serverHits();
+          const hits = await waitForHits(c, 2);
           assert.equal(hits.length, 2, hits.join("\n"));
         })),
   ],

@@ -15,6 +15,11 @@ export interface Step {
   send: string;
   /** Wait until this text has arrived after this step's write (bounded by the deadline). */
   waitFor?: string;
+  /**
+   * Before writing, wait until this file exists (bounded by the deadline): lets a test do
+   * something between two requests on one connection, e.g. reload the proxy.
+   */
+  waitForFile?: string;
 }
 
 /** What to do. */
@@ -43,6 +48,10 @@ export interface Report {
   /** Steps whose `waitFor` text never came. */
   missedWaits: number[];
   error?: string;
+}
+
+async function exists(path: string): Promise<boolean> {
+  return await Deno.stat(path).then(() => true, () => false);
 }
 
 function fromB64(text: string): Uint8Array {
@@ -112,6 +121,11 @@ async function main(): Promise<Report> {
 
   try {
     for (const [i, step] of plan.steps.entries()) {
+      if (step.waitForFile !== undefined) {
+        while (!ended && !(await exists(step.waitForFile))) {
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      }
       const from = report.text.length;
       await conn.write(fromB64(step.send));
       if (step.waitFor === undefined) continue;
