@@ -27,7 +27,8 @@ import { RequestFramingTracker } from "./http_framing.ts";
 import { type EventFields, log, logEvent } from "./log.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import { readPreamble } from "./preamble.ts";
-import { closeQuietly, errorName, relay, type UpstreamInspector, writeAll } from "./relay.ts";
+import { relay, type UpstreamInspector } from "./relay.ts";
+import { closeQuietly, errorName, writeAll } from "./socket.ts";
 import { selectAllowlist } from "./source_policy.ts";
 import { MAX_CLIENT_HELLO_BYTES, scanClientHello } from "./tls_client_hello.ts";
 
@@ -52,24 +53,34 @@ export interface ConnectionContext {
 
 type Denial = Extract<Decision, { allowed: false }>;
 
+const EMPTY = new Uint8Array(0);
+
 /** How long a denied HTTP client may keep sending before the socket is closed under it. */
 const DENY_LINGER_MS = 1000;
 
-/** Handles one connection to the end. Never rejects. */
+/**
+ * Handles one connection to the end. `source` is the client's canonical address, when the
+ * caller has it already. Never rejects.
+ */
 export async function handleConnection(
   conn: Deno.TcpConn,
   proto: Proto,
   ctx: ConnectionContext,
+  source: string = canonicalAddress(conn.remoteAddr.hostname),
 ): Promise<void> {
   const started = Date.now();
   const remote = conn.remoteAddr;
-  const peer = formatEndpoint(canonicalAddress(remote.hostname), remote.port);
+  const peer = source.includes(":") ? `[${source}]:${remote.port}` : `${source}:${remote.port}`;
   const fields: EventFields = { event: "DENIED", proto, peer, dst: "-" };
   const { config } = ctx;
   const audit = config.mode === "audit";
   // When a graceful stop's drain period ends, a connection still reading its first bytes,
   // resolving or connecting is cut too (the relay watches the same signal).
-  const onStop = () => closeQuietly(conn);
+  let connecting: AbortController | undefined;
+  const onStop = () => {
+    closeQuietly(conn);
+    connecting?.abort();
+  };
   ctx.stopSignal.addEventListener("abort", onStop, { once: true });
   try {
     // Ask the kernel before reading: the fd is certainly this connection's now.
@@ -87,7 +98,7 @@ export async function handleConnection(
       ) dstProblem = "loop";
     }
 
-    const allowlist = selectAllowlist(config.sourcePolicy, config.allowlist, remote.hostname);
+    const allowlist = selectAllowlist(config.sourcePolicy, config.allowlist, source);
     const first = await readAndDecide(conn, proto, config, allowlist, fields);
     if (first === null) {
       ctx.metrics.connection(proto, "denied", fields.reason);
@@ -140,7 +151,9 @@ export async function handleConnection(
     ctx.metrics.connection(proto, "allowed", verdict.allowed ? "none" : verdict.reason);
 
     const connectStarted = performance.now();
-    const upstream = await connectUpstream(connectTo, config.connectTimeoutMs, ctx.stopSignal);
+    connecting = new AbortController();
+    const upstream = await connectUpstream(connectTo, config.connectTimeoutMs, connecting);
+    connecting = undefined;
     if (!upstream.ok) {
       if (proto === "HTTP") {
         await refuseHttp(conn, denialResponse(502, "the upstream server could not be reached"));
@@ -155,15 +168,7 @@ export async function handleConnection(
       const inspector = proto === "HTTP"
         ? requestInspector(verdict.allowed ? verdict.name : null, allowlist, fields, ctx)
         : undefined;
-      let refused: Uint8Array | undefined;
-      if (inspector === undefined) await writeAll(upstream.conn, first.bytes);
-      else {
-        // The first request goes through the same tracker as the later ones, so its body is
-        // framed and pipelined requests behind it are checked too.
-        const verdict = await inspector(first.bytes, (bytes) => writeAll(upstream.conn, bytes));
-        if (verdict.stop) refused = verdict.finalResponse ?? denialResponse(400, "request refused");
-      }
-      const up = first.bytes.length;
+      const { up, refused } = await replayFirst(first, upstream.conn, inspector);
       const moved = await relay(conn, upstream.conn, {
         idleTimeoutMs: config.idleTimeoutMs,
         signal: ctx.stopSignal,
@@ -185,6 +190,27 @@ export async function handleConnection(
     ctx.stopSignal.removeEventListener("abort", onStop);
     closeQuietly(conn);
   }
+}
+
+/**
+ * Sends the bytes read before the decision upstream. The first request goes through the same
+ * inspector as the later ones, so its body is framed and pipelined requests behind it are
+ * checked too. Afterwards the preamble buffer is released: an idle relay must not hold it.
+ */
+async function replayFirst(
+  first: { bytes: Uint8Array },
+  upstream: Deno.Conn,
+  inspector: UpstreamInspector | undefined,
+): Promise<{ up: number; refused?: Uint8Array }> {
+  const bytes = first.bytes;
+  first.bytes = EMPTY;
+  if (inspector === undefined) {
+    await writeAll(upstream, bytes);
+    return { up: bytes.length };
+  }
+  const verdict = await inspector(bytes, (chunk) => writeAll(upstream, chunk));
+  if (!verdict.stop) return { up: bytes.length };
+  return { up: bytes.length, refused: verdict.finalResponse ?? denialResponse(400, "refused") };
 }
 
 /**
@@ -343,22 +369,29 @@ async function refuseHttp(conn: Deno.TcpConn, response: Uint8Array): Promise<voi
 
 type Upstream = { ok: true; conn: Deno.TcpConn } | { ok: false; error: string };
 
+/**
+ * Connects under a deadline. One plain timer aborts `controller`, which a graceful stop may
+ * abort too: `AbortSignal.any` would register a dependent signal on the long-lived stop
+ * signal for every connection.
+ */
 async function connectUpstream(
   destination: { address: string; port: number },
   timeoutMs: number,
-  stopSignal: AbortSignal,
+  controller: AbortController,
 ): Promise<Upstream> {
+  const timer = setTimeout(() => controller.abort(), timeoutMs);
   try {
     const conn = await Deno.connect({
       hostname: destination.address,
       port: destination.port,
-      signal: AbortSignal.any([AbortSignal.timeout(timeoutMs), stopSignal]),
+      signal: controller.signal,
     });
     return { ok: true, conn };
   } catch (error) {
     const name = errorName(error);
-    const timedOut = name === "TimeoutError" || name === "AbortError";
-    return { ok: false, error: `connect_${timedOut ? "timeout" : name}` };
+    return { ok: false, error: `connect_${controller.signal.aborted ? "timeout" : name}` };
+  } finally {
+    clearTimeout(timer);
   }
 }
 

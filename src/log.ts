@@ -81,22 +81,32 @@ function renderMessage(record: LogRecord): string {
   return record.message.map((part, i) => i % 2 === 0 ? String(part) : formatValue(part)).join("");
 }
 
-/** `2026-04-23T10:00:01Z INFO ALLOWED HTTP peer=… dst=… host=…` */
-export function formatTextLine(record: LogRecord): string {
-  const time = new Date(record.timestamp).toISOString().slice(0, 19) + "Z";
-  const props = record.properties as Record<string, unknown>;
-  let line = `${time} ${LEVEL_WORD[record.level] ?? record.level.toUpperCase()} `;
-  if (typeof props.event === "string") {
-    line += `${props.event} ${props.proto}`;
-    for (const key of FIELD_ORDER) {
+/** The fields of an event line, text form: `ALLOWED HTTP peer=… dst=… host=…`. */
+function eventText(props: Record<string, unknown>): string {
+  let line = `${props.event} ${props.proto}`;
+  for (const key of FIELD_ORDER) {
+    if (props[key] !== undefined) line += ` ${key}=${formatValue(props[key])}`;
+  }
+  for (const key in props) {
+    if (key !== "event" && key !== "proto" && !(FIELD_ORDER as readonly string[]).includes(key)) {
       if (props[key] !== undefined) line += ` ${key}=${formatValue(props[key])}`;
     }
-    for (const [key, value] of Object.entries(props)) {
-      if (key !== "event" && key !== "proto" && !(FIELD_ORDER as readonly string[]).includes(key)) {
-        if (value !== undefined) line += ` ${key}=${formatValue(value)}`;
-      }
-    }
-  } else {
+  }
+  return line;
+}
+
+function textTime(timestamp: number): string {
+  return new Date(timestamp).toISOString().slice(0, 19) + "Z";
+}
+
+/** `2026-04-23T10:00:01Z INFO ALLOWED HTTP peer=… dst=… host=…` */
+export function formatTextLine(record: LogRecord): string {
+  const props = record.properties as Record<string, unknown>;
+  let line = `${textTime(record.timestamp)} ${
+    LEVEL_WORD[record.level] ?? record.level.toUpperCase()
+  } `;
+  if (typeof props.event === "string") line += eventText(props);
+  else {
     line += renderMessage(record);
     // Properties the message already shows are not repeated.
     const template = typeof record.rawMessage === "string" ? record.rawMessage : "";
@@ -109,15 +119,16 @@ export function formatTextLine(record: LogRecord): string {
   return line + "\n";
 }
 
-/** The same fields as one JSON object per line. */
-export function formatJsonLine(record: LogRecord): string {
-  const props = record.properties as Record<string, unknown>;
-  const out: Record<string, unknown> = {
-    time: new Date(record.timestamp).toISOString(),
-    level: LEVEL_WORD[record.level] ?? record.level.toUpperCase(),
-  };
-  if (typeof props.event !== "string") out.message = renderMessage(record);
-  for (const [key, value] of Object.entries(props)) {
+function jsonObject(
+  timestamp: number,
+  level: string,
+  message: string | undefined,
+  props: Record<string, unknown>,
+): string {
+  const out: Record<string, unknown> = { time: new Date(timestamp).toISOString(), level };
+  if (message !== undefined) out.message = message;
+  for (const key in props) {
+    const value = props[key];
     if (value !== undefined) {
       out[key] = typeof value === "string" && value.length > MAX_VALUE_CHARS
         ? value.slice(0, MAX_VALUE_CHARS) + "..."
@@ -127,32 +138,56 @@ export function formatJsonLine(record: LogRecord): string {
   return asciiJson(out) + "\n";
 }
 
+/** The same fields as one JSON object per line. */
+export function formatJsonLine(record: LogRecord): string {
+  const props = record.properties as Record<string, unknown>;
+  const level = LEVEL_WORD[record.level] ?? record.level.toUpperCase();
+  const message = typeof props.event === "string" ? undefined : renderMessage(record);
+  return jsonObject(record.timestamp, level, message, props);
+}
+
 /** The project's logger; everything logs through it. */
 export const log: Logger = getLogger(["proxy-please"]);
 
+/**
+ * Where decision lines go once `setupLogging` has run: formatted straight from the fields
+ * into the stdout queue, skipping logtape's record building (two lines per connection are
+ * the proxy's hottest logging path). Null: through logtape (tests, or INFO filtered out).
+ */
+let eventLine: ((fields: EventFields) => void) | null = null;
+
 /** Logs one decision or closing line at INFO. */
 export function logEvent(fields: EventFields): void {
-  log.info("{event} {proto}", fields as unknown as Record<string, unknown>);
+  if (eventLine !== null) eventLine(fields);
+  else log.info("{event} {proto}", fields as unknown as Record<string, unknown>);
 }
+
+const LEVEL_RANK: Record<LogLevel, number> = { trace: 0, debug: 1, info: 2, warning: 3, error: 4 };
 
 /**
  * Sends the logger to stdout in the chosen format, through a queue written by one async
  * writer: a slow reader of stdout never stalls the relay, and a burst loses no line.
  */
 export async function setupLogging(level: LogLevel, format: "text" | "json"): Promise<void> {
+  const sink = queuedSink(Deno.stdout, format === "json" ? formatJsonLine : formatTextLine);
   await configure({
     reset: true,
-    sinks: {
-      stdout: queuedSink(Deno.stdout, format === "json" ? formatJsonLine : formatTextLine),
-    },
+    sinks: { stdout: sink },
     loggers: [
       { category: ["proxy-please"], lowestLevel: level, sinks: ["stdout"] },
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stdout"] },
     ],
   });
+  const props = (fields: EventFields) => fields as unknown as Record<string, unknown>;
+  eventLine = LEVEL_RANK[level] > LEVEL_RANK.info
+    ? () => {}
+    : format === "json"
+    ? (fields) => sink.enqueue(jsonObject(Date.now(), "INFO", undefined, props(fields)))
+    : (fields) => sink.enqueue(`${textTime(Date.now())} INFO ${eventText(props(fields))}\n`);
 }
 
 /** Writes out queued lines and detaches the sinks. */
 export async function closeLogging(): Promise<void> {
+  eventLine = null;
   await dispose();
 }

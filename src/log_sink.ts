@@ -17,6 +17,8 @@ export interface LineWriter {
 export type QueuedSink = Sink & AsyncDisposable & {
   /** Resolves when every line queued so far has been written. */
   flush(): Promise<void>;
+  /** Queues one already formatted line (ending in a newline). */
+  enqueue(line: string): void;
   /** Lines dropped because the queue was full. */
   readonly dropped: number;
 };
@@ -74,8 +76,7 @@ export function queuedSink(
     }
   };
 
-  const sink = ((record: LogRecord) => {
-    const line = format(record);
+  const enqueue = (line: string) => {
     if (queued + line.length > maxQueuedBytes) {
       dropped++;
     } else {
@@ -83,7 +84,9 @@ export function queuedSink(
       queued += line.length;
     }
     writing ??= Promise.resolve().then(drain);
-  }) as QueuedSink;
+  };
+  const sink = ((record: LogRecord) => enqueue(format(record))) as QueuedSink;
+  sink.enqueue = enqueue;
 
   sink.flush = async () => {
     while (writing !== null) await writing;

@@ -5,6 +5,8 @@
  * @module
  */
 
+import { closeQuietly } from "./socket.ts";
+
 const INITIAL_BYTES = 4096;
 
 /** How the read ended. `bytes` is everything read, to be replayed upstream verbatim. */
@@ -34,11 +36,7 @@ export async function readPreamble<T extends { kind: string }>(
   let timedOut = false;
   const timer = setTimeout(() => {
     timedOut = true;
-    try {
-      conn.close();
-    } catch {
-      // Already closed.
-    }
+    closeQuietly(conn);
   }, deadlineMs);
   try {
     while (length < maxBytes) {

@@ -11,7 +11,7 @@ import type { DnsCache } from "./dns_cache.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import { handleConnection, type Proto } from "./connection.ts";
 import { log, logEvent } from "./log.ts";
-import { closeQuietly, errorName } from "./relay.ts";
+import { closeQuietly, errorName } from "./socket.ts";
 
 /** Start-up failure of a listener; the message names the address and port. */
 export class ListenError extends Error {
@@ -194,7 +194,7 @@ export class ProxyServer {
       isOwnListener: (address, port) => this.#isOwnListener(address, port),
       upstreamEndpoints: this.#upstreamEndpoints,
       stopSignal: this.#stop.signal,
-    }).finally(() => {
+    }, source).finally(() => {
       this.#metrics.closed();
       this.#active.delete(task);
       const left = (this.#perSource.get(source) ?? 1) - 1;

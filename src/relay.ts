@@ -7,6 +7,8 @@
  * @module
  */
 
+import { closeQuietly, errorName, isClosed, writeAll } from "./socket.ts";
+
 /** What a finished relay moved, and why it ended. */
 export interface RelayResult {
   /** Bytes from client to upstream. */
@@ -104,7 +106,7 @@ export async function relay(
       }
       if (to === client && finalToClient !== undefined) await writeAll(client, finalToClient);
       // EOF: pass the half-close on and let the other direction finish on its own.
-      await to.closeWrite();
+      if (!isClosed(to)) await to.closeWrite();
     } catch (error) {
       closeBoth(closed ? undefined : errorName(error));
     }
@@ -134,28 +136,4 @@ export async function relay(
     closeBoth();
   }
   return result;
-}
-
-/** Writes every byte, however many partial writes it takes. */
-export async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
-  let written = 0;
-  while (written < bytes.length) written += await conn.write(bytes.subarray(written));
-}
-
-/** Closes a connection, ignoring "already closed". */
-export function closeQuietly(conn: Deno.Conn): void {
-  try {
-    conn.close();
-  } catch {
-    // Already closed: nothing left to release.
-  }
-}
-
-/** A short, stable name for a socket error, for the closing log line. */
-export function errorName(error: unknown): string {
-  if (error instanceof Error) {
-    const code = (error as { code?: unknown }).code;
-    return typeof code === "string" ? code : error.name;
-  }
-  return "unknown";
 }
