@@ -340,6 +340,8 @@ export class RequestFramingTracker {
         } else {
           this.#bufferHead(chunk.subarray(start, i));
           bytes = this.#headBuf!.slice(0, this.#headLen);
+          // Heads rarely span reads; a kept-alive connection should not hold 8 KiB for it.
+          this.#headBuf = null;
         }
         const headOffset = this.#streamOffset + i - this.#headLen;
         this.#headLen = 0;

@@ -344,6 +344,8 @@ export class ProxyMetrics {
   readonly #reloadOk: CounterChild;
   readonly #reloadError: CounterChild;
   readonly #configHash: Info;
+  readonly #rss: Gauge;
+  readonly #heap: Gauge;
 
   /** Registers every metric; counters that matter at zero (reloads, bytes) exist from the start. */
   constructor(options: ProxyMetricsOptions = {}) {
@@ -399,6 +401,12 @@ export class ProxyMetrics {
       new Info("proxy_please_build_info", "Build information: application and runtime versions."),
     );
     build.set({ version: options.version ?? "unknown", deno: Deno.version.deno });
+    this.#rss = r.register(
+      new Gauge("process_resident_memory_bytes", "Resident memory size in bytes."),
+    );
+    this.#heap = r.register(
+      new Gauge("proxy_please_js_heap_used_bytes", "JavaScript heap in use, in bytes."),
+    );
     const start = r.register(
       new Gauge("process_start_time_seconds", "Start time of the process since the Unix epoch."),
     );
@@ -461,6 +469,10 @@ export class ProxyMetrics {
 
   /** The exposition text for `/metrics`. */
   render(): string {
+    // Memory is read when scraped, not tracked: it costs nothing between scrapes.
+    const memory = Deno.memoryUsage();
+    this.#rss.set(memory.rss);
+    this.#heap.set(memory.heapUsed);
     return this.registry.render();
   }
 }
