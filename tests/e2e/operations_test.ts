@@ -5,8 +5,8 @@
  *
  * These cases need what the lab's own proxy handle does not offer yet: a proxy whose allowlist
  * comes from an env file only (the lab always sets ALLOWED_HOSTS in the environment, which
- * outranks the file), that can be signalled, and whose exit status can be read. So each case
- * stops the lab's proxy and runs its own as a child process in the router namespace
+ * outranks the file), that can be signalled, and whose exit status can be read. So the lab
+ * starts without a proxy and each case runs its own as a child process in the router namespace
  * ({@linkcode OwnProxy}); the lab still removes everything in its namespaces at the end.
  *
  * The lab prefix is `ppe2eo-` (not the suite's shared `ppe2e-`), so this file can run while
@@ -16,12 +16,12 @@
 import assert from "node:assert/strict";
 import { clientScript, curl, denoClient } from "../lab/clients.ts";
 import { processAlive, run, sleep } from "../lab/command.ts";
-import type { Lab } from "../lab/lab.ts";
-import { proxyEntryPoint, ProxyLog, stopProxy } from "../lab/proxy.ts";
+import { type Lab, upLab } from "../lab/lab.ts";
+import { proxyEntryPoint, ProxyLog } from "../lab/proxy.ts";
 import { BIG_FILE_BYTES } from "../lab/servers.ts";
 import { LAB_ALLOWED_HOSTS } from "../lab/topology.ts";
 import type { Plan, Report } from "./clients/hardening_conversation.ts";
-import { type CaseContext, isDecision, labTest } from "./lab_fixture.ts";
+import { isDecision } from "./lab_fixture.ts";
 import { b64 } from "./raw.ts";
 
 const PREFIX = "ppe2eo-";
@@ -33,6 +33,43 @@ const SLOW = "8M";
 // ---------------------------------------------------------------------------------------------
 // Local helpers (candidates for the lab library)
 // ---------------------------------------------------------------------------------------------
+
+/** What a case gets: the lab (which runs no proxy of its own here). */
+interface OpsContext {
+  lab: Lab;
+}
+
+/**
+ * Like `labTest`, but the lab starts without its proxy: each case runs its own
+ * ({@linkcode OwnProxy}), so no handle to a stopped proxy (whose pid may be reused by then) is
+ * ever signalled.
+ */
+function opsTest(
+  name: string,
+  cases: [string, (c: OpsContext) => Promise<void>][],
+  prefix: string,
+): void {
+  Deno.test({
+    name,
+    sanitizeOps: false,
+    sanitizeResources: false,
+    async fn(t) {
+      const lab = await upLab({ prefix, proxy: false, log: () => {} });
+      try {
+        // The router namespace has no way to the registry: cache the proxy's imports first.
+        await run([Deno.execPath(), "cache", "--quiet", proxyEntryPoint()], { timeoutMs: 300_000 });
+        for (const [caseName, fn] of cases) {
+          await t.step(caseName, async () => {
+            await lab.resetServerLogs();
+            await fn({ lab });
+          });
+        }
+      } finally {
+        await lab.down();
+      }
+    },
+  });
+}
 
 /**
  * A proxy run by this test as a child process in the router namespace, configured by an env
@@ -59,7 +96,6 @@ class OwnProxy {
     envFileText: string,
     env: Record<string, string> = {},
   ): Promise<OwnProxy> {
-    await stopProxy(lab.proxy);
     const envFile = `${lab.t.stateDir}/ops.env`;
     const logFile = `${lab.t.stateDir}/ops-proxy.log`;
     await Deno.writeTextFile(envFile, envFileText);
@@ -117,7 +153,11 @@ class OwnProxy {
     return proxy;
   }
 
+  /** True once this test has sent SIGTERM (to tell our stops from anybody else's). */
+  sentSigterm = false;
+
   signal(signal: Deno.Signal): void {
+    if (signal === "SIGTERM") this.sentSigterm = true;
     this.#child.kill(signal);
   }
 
@@ -173,7 +213,7 @@ class OwnProxy {
 
 /** Runs `fn` with our own proxy, adds its log to a failure, and always stops it. */
 async function withOwnProxy(
-  c: CaseContext,
+  c: OpsContext,
   envFileText: string,
   env: Record<string, string>,
   fn: (p: OwnProxy) => Promise<void>,
@@ -182,7 +222,11 @@ async function withOwnProxy(
   try {
     await fn(p);
   } catch (error) {
-    const detail = `\n[our proxy pid ${p.pid}] its last lines:\n${await p.tail()}`;
+    let detail = `\n[our proxy pid ${p.pid}] its last lines:\n${await p.tail()}`;
+    if (!p.sentSigterm && detail.includes("SIGTERM: no new connections")) {
+      detail += "\nNOTE: the proxy got a SIGTERM this test did not send (another process on " +
+        "the machine signalling a stale pid?)";
+    }
     if (error instanceof Error) error.message += detail;
     throw error;
   } finally {
@@ -206,7 +250,10 @@ async function admin(lab: Lab, path: string): Promise<{ status: number; body: st
     { ns: lab.t.ns.router, check: false, timeoutMs: 15_000 },
   );
   const at = out.stdout.lastIndexOf("\n");
-  return { status: Number(out.stdout.slice(at + 1)) || 0, body: out.stdout.slice(0, at) };
+  const status = Number(out.stdout.slice(at + 1)) || 0;
+  // Without an answer, the body says why (curl's exit status and message).
+  const body = status > 0 ? out.stdout.slice(0, at) : `curl exit ${out.code}: ${out.stderr.trim()}`;
+  return { status, body };
 }
 
 /** `/metrics` as a map from series (`name{labels}`) to value. */
@@ -296,7 +343,7 @@ function req(host: string, extra = ""): string {
 }
 
 /** Waits (bounded) until the real server has logged `count` requests (it logs after answering). */
-async function waitForHits(c: CaseContext, count: number): Promise<string[]> {
+async function waitForHits(c: OpsContext, count: number): Promise<string[]> {
   const deadline = Date.now() + 3_000;
   while (true) {
     const lines = await c.lab.serverHits();
@@ -339,7 +386,7 @@ function lineIndex(p: OwnProxy, predicate: (raw: string) => boolean): number {
 // The tests
 // ---------------------------------------------------------------------------------------------
 
-labTest("e2e (issue 6): reload, drain and the admin endpoints", [
+opsTest("e2e (issue 6): reload, drain and the admin endpoints", [
   [
     "/healthz and /readyz answer 200; /metrics counters follow allowed and denied clients",
     (c) =>
@@ -529,6 +576,37 @@ labTest("e2e (issue 6): reload, drain and the admin endpoints", [
       }),
   ],
   [
+    "a reload that changes the listen address says it needs a restart; a SIGHUP burst applies",
+    (c) =>
+      withOwnProxy(c, LAB_FILE, {}, async (p) => {
+        let mark = await p.log.mark();
+        // (The ports are set in the environment, which outranks the file: change the address.)
+        await p.reload(`${LAB_FILE}LISTEN_ADDRESS=0.0.0.0\n`);
+        assert.ok(await p.waitForMessage(/^configuration reloaded/, mark), "not reloaded");
+        const warning = await p.waitForMessage(
+          /^changes that need a restart: LISTEN_ADDRESS/,
+          mark,
+        );
+        assert.equal(warning?.level, "WARN", "no warning about LISTEN_ADDRESS");
+        const r = await curl(c.lab, "http://allowed.test/", { family: 4 });
+        assert.equal(r.status, 200, `still serving on the old port: ${r.error}`);
+        // Several SIGHUPs at once: each is applied, one after another, none lost or failed.
+        // A burst of SIGHUPs (the kernel may merge pending ones): the last file is applied,
+        // and nothing fails.
+        mark = await p.log.mark();
+        await Deno.writeTextFile(p.envFile, "ALLOWED_HOSTS=www.wild.test\n");
+        for (let i = 0; i < 3; i++) p.signal("SIGHUP");
+        const done = await p.waitForMessage(/^configuration reloaded: 1 allowlist entries/, mark);
+        assert.ok(done, "the burst led to no reload");
+        const m = await metricsWhen(c.lab, RELOADS_ERROR, 0);
+        assert.ok((m.get(RELOADS_OK) ?? 0) >= 2, `reloads ok: ${m.get(RELOADS_OK)}`);
+        assert.equal(m.get(RELOADS_ERROR), 0);
+        assert.ok(processAlive(p.pid), "the proxy died in the SIGHUP burst");
+        const denied = await curl(c.lab, "http://allowed.test/", { family: 4 });
+        assert.equal(denied.status, 403, "the burst's file was not applied");
+      }),
+  ],
+  [
     "SIGTERM: transfers in flight finish, new connections are refused, /readyz 503, exit 0",
     (c) =>
       withOwnProxy(c, LAB_FILE, { DRAIN_TIMEOUT: "60s" }, (p) =>
@@ -606,4 +684,4 @@ labTest("e2e (issue 6): reload, drain and the admin endpoints", [
           assert.ok(Number(closed.down) < BIG_FILE_BYTES, JSON.stringify(closed));
         })),
   ],
-], { prefix: PREFIX });
+], PREFIX);
