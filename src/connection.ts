@@ -12,18 +12,11 @@ import type { SocketAddress } from "../ffi/sockaddr.ts";
 import { canonicalAddress, formatEndpoint } from "./ip_address.ts";
 import type { Allowlist } from "./allowlist.ts";
 import type { Config } from "./config.ts";
-import {
-  decideHttp,
-  decideName,
-  decideTls,
-  type Decision,
-  denialMessage,
-  denialResponse,
-} from "./decision.ts";
+import { decideHttp, decideTls, type Decision, denialMessage, denialResponse } from "./decision.ts";
 import { decideDestination } from "./destination_pin.ts";
 import type { DnsCache } from "./dns_cache.ts";
 import { HttpHeadScanner, MAX_HEAD_BYTES } from "./http_head.ts";
-import { RequestFramingTracker } from "./http_framing.ts";
+import { requestCheck } from "./request_check.ts";
 import { type EventFields, log, logEvent } from "./log.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import { readPreamble } from "./preamble.ts";
@@ -39,6 +32,8 @@ export type Proto = "HTTP" | "HTTPS";
 export interface ConnectionContext {
   /** The configuration in force when the connection was accepted. */
   readonly config: Config;
+  /** The configuration in force now (a reload applies to later HTTP requests too). */
+  readonly currentConfig: () => Config;
   readonly libc: Libc;
   readonly fdSymbol: symbol;
   readonly dns: DnsCache;
@@ -165,14 +160,26 @@ export async function handleConnection(
     const upstreamEnd = endpointOf(upstream.conn.localAddr);
     ctx.upstreamEndpoints.add(upstreamEnd);
     try {
-      const inspector = proto === "HTTP"
-        ? requestInspector(verdict.allowed ? verdict.name : null, allowlist, fields, ctx)
+      const check = proto === "HTTP"
+        ? requestCheck({
+          pinnedName: verdict.allowed ? verdict.name : null,
+          policy: () => {
+            const now = ctx.currentConfig();
+            return {
+              allowlist: selectAllowlist(now.sourcePolicy, now.allowlist, source),
+              audit: now.mode === "audit",
+            };
+          },
+          fields,
+          metrics: ctx.metrics,
+        })
         : undefined;
-      const { up, refused } = await replayFirst(first, upstream.conn, inspector);
+      const { up, refused } = await replayFirst(first, upstream.conn, check?.inspect);
       const moved = await relay(conn, upstream.conn, {
         idleTimeoutMs: config.idleTimeoutMs,
         signal: ctx.stopSignal,
-        inspectUp: inspector,
+        inspectUp: check?.inspect,
+        watchDown: check?.watch,
         refused,
       });
       ctx.metrics.bytes(moved.up + up, moved.down);
@@ -211,62 +218,6 @@ async function replayFirst(
   const verdict = await inspector(bytes, (chunk) => writeAll(upstream, chunk));
   if (!verdict.stop) return { up: bytes.length };
   return { up: bytes.length, refused: verdict.finalResponse ?? denialResponse(400, "refused") };
-}
-
-/**
- * Checks every request after the first on a kept-alive or pipelined HTTP connection: the
- * same policy, and the same name as the first request (a connection pinned to one name's
- * address must not carry requests for another). Ambiguous framing ends the connection.
- */
-function requestInspector(
-  pinnedName: string | null,
-  allowlist: Allowlist,
-  fields: EventFields,
-  ctx: ConnectionContext,
-): UpstreamInspector {
-  const tracker = new RequestFramingTracker();
-  const audit = ctx.config.mode === "audit";
-  let requests = 0;
-  return async (chunk, forward) => {
-    for (const event of tracker.push(chunk)) {
-      if (event.type === "data") await forward(event.bytes);
-      else if (event.type === "head") {
-        requests++;
-        let decision = decideName(event.head.host, allowlist, "invalid_host");
-        if (
-          requests > 1 && decision.allowed && pinnedName !== null && decision.name !== pinnedName
-        ) {
-          decision = { allowed: false, reason: "host_switch", status: 403, name: decision.name };
-        }
-        if (!decision.allowed && requests > 1) {
-          const line: EventFields = { ...fields, event: "DENIED", reason: decision.reason };
-          line.host = decision.name ?? decision.raw;
-          line.connect = undefined;
-          if (audit) line.event = "ALLOWED", line.would_deny = true;
-          logEvent(line);
-          ctx.metrics.connection("HTTP", audit ? "allowed" : "denied", decision.reason);
-          if (!audit) {
-            return {
-              stop: true,
-              finalResponse: denialResponse(decision.status, denialMessage(decision)),
-            };
-          }
-        }
-        await forward(event.bytes);
-      } else if (event.type === "invalid") {
-        logEvent({ ...fields, event: "DENIED", reason: event.reason, connect: undefined });
-        ctx.metrics.connection("HTTP", "denied", event.reason);
-        return {
-          stop: true,
-          finalResponse: denialResponse(
-            event.status === 431 ? 431 : 400,
-            "request refused (" + event.reason + ")",
-          ),
-        };
-      }
-    }
-    return { stop: false };
-  };
 }
 
 /** Logs, counts and carries out a denial: a 4xx for HTTP, a silent close for TLS. */

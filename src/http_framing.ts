@@ -49,17 +49,18 @@
  * Host/Content-Length/Transfer-Encoding/Upgrade/Connection, trailer sections
  * larger than `maxHeadBytes`, and heads larger than `maxHeadBytes` (431).
  *
- * ## Protocol switches (residual risk)
+ * ## Protocol switches
  *
- * The tracker only sees the client side, and response bodies are never
- * parsed, so it cannot see whether a `101 Switching Protocols` or a `2xx` to
- * `CONNECT` actually happened. It therefore goes opaque right after the head
- * of any request with an `Upgrade` field or method `CONNECT` (the head itself
- * is still reported and checked, with `opaqueAfter: true`). Residual risk: if
- * the server refuses the upgrade and the client keeps sending HTTP requests,
- * those are not checked; they still go to the pinned destination. A relay
- * that wants to close that gap can deny `opaqueAfter` heads it does not need
- * (e.g. anything but a WebSocket upgrade).
+ * The tracker only sees the client side and never parses response bodies, so
+ * it cannot itself see whether a `101 Switching Protocols` (or a `2xx` to
+ * `CONNECT`) happened. With `awaitSwitch` (what the proxy uses) it reports a
+ * `switch` event after such a head, hands back what the client sends next as
+ * `held`, and waits for the caller, who watches the start of the server's
+ * answer, to call `switched(true)` (opaque from then on) or `switched(false)`
+ * (framing resumes and the held bytes are pushed again). A switch request
+ * with a body is refused. Without `awaitSwitch` the stream goes opaque right
+ * after the head: simpler, but a client could follow a refused upgrade with
+ * requests that are never checked.
  *
  * Every complete head is checked twice: by `parseHttpHead` (the same parser
  * that decides a connection's first request, so reasons and Host semantics
@@ -127,7 +128,8 @@ export type FramingInvalidReason =
   | "bad_chunk_terminator"
   | "bad_trailer"
   | "forbidden_trailer"
-  | "trailer_too_large";
+  | "trailer_too_large"
+  | "switch_with_body";
 
 /** Reasons of `invalid` events: this module's framing reasons or `parseHttpHead`'s. */
 export type TrackerInvalidReason = FramingInvalidReason | HttpHeadReason;
@@ -150,6 +152,18 @@ export type FramingEvent =
     type: "opaque";
   }
   | {
+    /**
+     * With `awaitSwitch`: an `Upgrade`/`CONNECT` head was reported; call `switched()` once
+     * the server's answer is known. Bytes pushed meanwhile come back as `held`.
+     */
+    type: "switch";
+  }
+  | {
+    /** Bytes after a `switch`, not yet framed: keep them until `switched()`, then re-push. */
+    type: "held";
+    bytes: Uint8Array;
+  }
+  | {
     /** Terminal: close the connection; `status` is the answer if one is still possible. */
     type: "invalid";
     reason: TrackerInvalidReason;
@@ -162,6 +176,11 @@ export type FramingEvent =
 export interface FramingOptions {
   /** Largest request head (and trailer section) accepted; default 8192. */
   maxHeadBytes?: number;
+  /**
+   * After an `Upgrade` or `CONNECT` head, wait for the caller to say whether the server
+   * switched protocols (`switched()`), instead of going opaque at once. Default false.
+   */
+  awaitSwitch?: boolean;
 }
 
 type InvalidEvent = Extract<FramingEvent, { type: "invalid" }>;
@@ -186,6 +205,7 @@ const S_TRAILER_LINE_LF = 15;
 const S_TRAILER_END_LF = 16;
 const S_OPAQUE = 17;
 const S_INVALID = 18;
+const S_SWITCH = 19;
 
 const CR = 0x0d;
 const LF = 0x0a;
@@ -222,6 +242,7 @@ const MAX_SAFE_DIV_16 = Math.floor(Number.MAX_SAFE_INTEGER / 16);
  */
 export class RequestFramingTracker {
   readonly #maxHeadBytes: number;
+  readonly #awaitSwitch: boolean;
   #state = S_HEAD;
   /** Stream offset of the first byte of the next push. */
   #streamOffset = 0;
@@ -246,6 +267,22 @@ export class RequestFramingTracker {
       throw new RangeError(`maxHeadBytes must be an integer in 16..${MAX_HEAD_BYTES}, got ${max}`);
     }
     this.#maxHeadBytes = max;
+    this.#awaitSwitch = opts.awaitSwitch ?? false;
+  }
+
+  /**
+   * With `awaitSwitch`: the server's answer to the `Upgrade`/`CONNECT` request. `true`
+   * (101, or 2xx to CONNECT) makes the stream opaque; `false` resumes request framing, and
+   * the caller pushes the `held` bytes again.
+   */
+  switched(upgraded: boolean): void {
+    if (this.#state !== S_SWITCH) return;
+    this.#state = upgraded ? S_OPAQUE : S_HEAD;
+  }
+
+  /** True while waiting for the server's answer to an `Upgrade`/`CONNECT` request. */
+  get awaitingSwitch(): boolean {
+    return this.#state === S_SWITCH;
   }
 
   /** True at a request boundary with nothing held: a good moment to close an idle connection. */
@@ -297,6 +334,11 @@ export class RequestFramingTracker {
       const state = this.#state;
       if (state === S_OPAQUE) {
         i = n;
+      } else if (state === S_SWITCH) {
+        // Not ours to frame yet: the caller holds these until the server has answered.
+        flush(i);
+        events.push({ type: "held", bytes: chunk.subarray(i, n) });
+        dataStart = i = n;
       } else if (state === S_BODY_LENGTH || state === S_CHUNK_DATA) {
         const take = Math.min(this.#remaining, n - i);
         i += take;
@@ -369,7 +411,15 @@ export class RequestFramingTracker {
           return events;
         }
         events.push({ type: "head", head: parsed, bytes });
-        if (parsed.opaqueAfter) {
+        if (parsed.opaqueAfter && this.#awaitSwitch) {
+          if (parsed.body === "chunked" || parsed.contentLength > 0) {
+            // A body would have to be framed before the switch: refuse the ambiguity.
+            events.pop();
+            return fail("switch_with_body", headOffset - this.#streamOffset, 400, true);
+          }
+          events.push({ type: "switch" });
+          this.#state = S_SWITCH;
+        } else if (parsed.opaqueAfter) {
           events.push({ type: "opaque" });
           this.#state = S_OPAQUE;
         } else if (parsed.body === "length" && parsed.contentLength > 0) {

@@ -187,6 +187,7 @@ export class ProxyServer {
     this.#metrics.opened();
     const task = handleConnection(conn, proto, {
       config,
+      currentConfig: () => this.#config,
       libc: this.#libc,
       fdSymbol: this.#fdSymbol,
       dns: this.#dns,

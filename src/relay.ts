@@ -39,6 +39,11 @@ export interface RelayOptions {
   /** Inspects and forwards client bytes instead of a plain copy. */
   inspectUp?: UpstreamInspector;
   /**
+   * Sees each upstream-to-client chunk before it is written (never changes it), then `null`
+   * once that direction has ended, however it ended.
+   */
+  watchDown?: (chunk: Uint8Array | null) => void;
+  /**
    * The client direction ended before the relay began (a request in the first flight was
    * refused): half-close the upstream at once, and after its last byte send this response.
    */
@@ -83,6 +88,7 @@ export async function relay(
     to: Deno.Conn,
     count: (n: number) => void,
     inspect?: UpstreamInspector,
+    watch?: (chunk: Uint8Array | null) => void,
   ) => {
     let buffer = new Uint8Array(FIRST_BUFFER);
     const forward = (bytes: Uint8Array) => writeAll(to, bytes);
@@ -92,6 +98,7 @@ export async function relay(
         if (n === null) break;
         lastActivity = Date.now();
         count(n);
+        if (watch !== undefined) watch(buffer.subarray(0, n));
         if (inspect === undefined) await writeAll(to, buffer.subarray(0, n));
         else {
           const verdict = await inspect(buffer.subarray(0, n), forward);
@@ -109,6 +116,8 @@ export async function relay(
       if (!isClosed(to)) await to.closeWrite();
     } catch (error) {
       closeBoth(closed ? undefined : errorName(error));
+    } finally {
+      watch?.(null);
     }
   };
 
@@ -128,7 +137,7 @@ export async function relay(
   try {
     await Promise.all([
       pump(client, upstream, (n) => result.up += n, options.inspectUp),
-      pump(upstream, client, (n) => result.down += n),
+      pump(upstream, client, (n) => result.down += n, undefined, options.watchDown),
     ]);
   } finally {
     clearTimeout(timer);

@@ -42,7 +42,9 @@ function summarize(events: FramingEvent[]): Summary {
       heads.push(e.head);
       parts.push(e.bytes);
     } else if (e.type === "opaque") opaque = true;
-    else invalid = { reason: e.reason, status: e.status, offset: e.offset };
+    else if (e.type === "invalid") {
+      invalid = { reason: e.reason, status: e.status, offset: e.offset };
+    } else assert.fail(`a tracker without awaitSwitch reported a ${e.type} event`);
   }
   return { heads, forwarded: concat(parts), invalid, opaque };
 }
