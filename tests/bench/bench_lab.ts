@@ -8,7 +8,9 @@
 
 import { run } from "../lab/command.ts";
 import { downLab, type Lab, upLab } from "../lab/lab.ts";
+import { writeNetnsEtc } from "../lab/network.ts";
 import { nginxConfig } from "../lab/servers.ts";
+import { hostsFile } from "../lab/topology.ts";
 
 /** The benchmark's namespace prefix. */
 export const BENCH_PREFIX = "ppbench-";
@@ -29,6 +31,12 @@ export function benchNginxConfig(labConfig: string): string {
     .replace("worker_connections 8192;", "worker_connections 16000;")
     .replace("worker_rlimit_nofile 16384;", "worker_rlimit_nofile 19000;")
     .replace(/access_log \S+server-access\.log lab;/, "access_log off;");
+}
+
+/** The lines of a hosts file that map names to IPv4 addresses. */
+export function ipv4Only(hosts: string): string {
+  return hosts.split("\n").filter((line) => line !== "" && !line.split(" ")[0].includes(":"))
+    .join("\n") + "\n";
 }
 
 /** Writes a file of `bytes` random bytes (random: nothing on the path may compress it). */
@@ -61,6 +69,9 @@ export async function upBenchLab(
     const conf = `${t.stateDir}/nginx.conf`;
     await Deno.writeTextFile(conf, benchNginxConfig(nginxConfig(t, lab.pki)));
     await run(["nginx", "-c", conf, "-p", t.stateDir, "-s", "reload"], { ns: t.ns.internet });
+    // IPv4 only: every client (curl, wrk, Deno) then takes the same path through every system
+    // (HAProxy recovers original destinations for IPv4 only), never a happy-eyeballs mix.
+    await writeNetnsEtc(t.ns.client, "hosts", ipv4Only(hostsFile(t)));
     // Many short connections in a row: no waiting for ports held in TIME_WAIT.
     for (const ns of [t.ns.client, t.ns.router]) {
       await run(["sysctl", "-q", "-w", "net.ipv4.ip_local_port_range=1024 65000"], { ns });
