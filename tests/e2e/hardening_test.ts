@@ -535,8 +535,7 @@ labTest("e2e (issue 5): destination pinning, request checks, smuggling", [
       expectRefused(c, [req("allowed.test"), "GET / HTTP/1.0\r\n\r\n"], [200, 400], ["no_host"]),
   ],
   [
-    // KNOWN GAP (src/http_framing.ts "residual risk"): after any Upgrade head the tracker stops
-    // checking, though nginx answered 200, not 101 -- so the next request goes unchecked.
+    // The proxy goes opaque only when the server's answer is 101: nginx answers 200 here.
     "a request for blocked.test after an Upgrade the server refused (200, not 101) is refused",
     (c) =>
       expectRefused(
@@ -569,6 +568,32 @@ labTest("e2e (issue 5): destination pinning, request checks, smuggling", [
         // chunk's CRLF, so the tracker sees the body in awkward pieces.
         const offsets = [head.length + 1, head.length + 20, head.length + framed.length - 3];
         await expectBodyDelivered(c, hits, head, framed, decoded, offsets);
+      }),
+  ],
+  [
+    "an Upgrade the server accepts (101) becomes an opaque tunnel, both ways, byte for byte",
+    (c) =>
+      withEchoServer(c.lab, async (hits) => {
+        const head = req("allowed.test", "Upgrade: echo\r\nConnection: Upgrade\r\n");
+        // Not HTTP, and it would be refused as HTTP: it must pass untouched after the switch.
+        const tunnel = "GET / HTTP/1.1\r\nHost: blocked.test\r\n\r\n\x00\x7f\r\rEND";
+        const r = await conversation(c.lab, {
+          host: ECHO4,
+          port: 80,
+          steps: [
+            { send: b64(head), waitFor: "101 Switching Protocols\r\n" },
+            { send: b64(tunnel), waitFor: "END" },
+          ],
+          closeWrite: true,
+        });
+        assert.ok(r.connected, r.error);
+        assert.deepEqual(r.missedWaits, [], JSON.stringify(r.text));
+        assert.ok(r.text.endsWith("\r\n\r\n" + tunnel), JSON.stringify(r.text));
+        const echoes = await hits();
+        assert.equal(echoes.length, 1, JSON.stringify(echoes));
+        assert.equal(echoes[0].host, "allowed.test");
+        const events = await eventsFor(c, r.localPort);
+        assert.deepEqual(events.filter((e) => e.event === "DENIED"), [], JSON.stringify(events));
       }),
   ],
   [

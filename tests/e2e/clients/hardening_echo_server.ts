@@ -4,6 +4,8 @@
  * exact bytes it received, logs one line per request, and keeps connections open (so it can
  * hold thousands of idle kept-alive connections, which the lab's nginx is not sized for).
  *
+ * A request with `Upgrade: echo` is answered `101` and the connection then echoes raw bytes.
+ *
  * Usage: `hardening_echo_server.ts LOG_FILE ADDR:PORT...`; prints `listening` once every
  * address is bound. The reply body is {@linkcode Echo}.
  * @module
@@ -46,6 +48,13 @@ class Reader {
     const out = this.#buf.slice(0, n);
     this.#buf = this.#buf.slice(n);
     this.#taken.push(out);
+    return out;
+  }
+
+  /** Bytes read but not yet handed out (after a protocol switch they belong to the tunnel). */
+  rest(): Uint8Array {
+    const out = this.#buf;
+    this.#buf = new Uint8Array(0);
     return out;
   }
 
@@ -100,7 +109,7 @@ async function sha256(bytes: Uint8Array<ArrayBuffer>): Promise<string> {
 /** Reads one request; null when the client closed between requests. */
 async function readRequest(
   r: Reader,
-): Promise<{ echo: Echo; close: boolean } | null> {
+): Promise<{ echo: Echo; close: boolean; upgrade: boolean } | null> {
   const headBytes = await r.until("\r\n\r\n", MAX_HEAD);
   if (headBytes === null) return null;
   const lines = new TextDecoder("latin1").decode(headBytes).split("\r\n");
@@ -152,7 +161,12 @@ async function readRequest(
       bodyLength: decoded.length,
     },
     close: fields.get("connection")?.toLowerCase() === "close",
+    upgrade: fields.get("upgrade")?.toLowerCase() === "echo",
   };
+}
+
+async function writeAll(conn: Deno.Conn, bytes: Uint8Array): Promise<void> {
+  for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
 }
 
 async function serve(conn: Deno.Conn, log: Deno.FsFile): Promise<void> {
@@ -163,6 +177,21 @@ async function serve(conn: Deno.Conn, log: Deno.FsFile): Promise<void> {
       if (request === null) break;
       const json = JSON.stringify(request.echo);
       log.writeSync(new TextEncoder().encode(json + "\n"));
+      if (request.upgrade) {
+        // `Upgrade: echo`: switch protocols, then send back every byte until the client's FIN.
+        await writeAll(
+          conn,
+          new TextEncoder().encode(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n",
+          ),
+        );
+        await writeAll(conn, r.rest());
+        const chunk = new Uint8Array(16384);
+        for (let n = await conn.read(chunk); n !== null; n = await conn.read(chunk)) {
+          await writeAll(conn, chunk.subarray(0, n));
+        }
+        break;
+      }
       const body = new TextEncoder().encode(json);
       const head =
         `HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\n` +
