@@ -178,10 +178,7 @@ Deno.test("loadConfig: each bad value from the issue is refused, naming the valu
 });
 
 Deno.test("loadConfig: a flag value with a leading dash is refused in one line naming it", () => {
-  // BUG: src/config.ts:194 passes node:util parseArgs' message through, and for `--flag -x`
-  // that message is three lines ("Option '--https-port' argument is ambiguous.\nDid you
-  // forget ...\nTo specify ...") and does not name the value. Input `--https-port -1`:
-  // expected one line naming "-1" (like `--https-port=-1` gives), got the three lines.
+  // Regression: node's parseArgs explains `--flag -x` in three lines without naming the value.
   refuses(["--https-port", "-1"], NO_FILE, {}, "-1");
   refuses(["--idle-timeout", "-5m"], NO_FILE, {}, "-5m");
 });
@@ -298,11 +295,8 @@ Deno.test("loadConfig: RUST_LOG is used only when LOG_LEVEL is given nowhere", (
 });
 
 Deno.test("loadConfig: RUST_LOG directives for other crates do not set our level", () => {
-  // BUG: src/config.ts:218-224 levelFromRustLog takes the FIRST level it sees, whatever its
-  // target. In env_logger (which users of the Rust original wrote RUST_LOG for) a directive
-  // `hyper=trace` only concerns the hyper crate, and `proxy_please=debug` beats a bare `info`.
-  // Input RUST_LOG=hyper=trace,proxy_please=debug: expected debug, got trace.
-  // Input RUST_LOG=info,proxy_please=debug: expected debug, got info.
+  // Regression: env_logger semantics; a directive for another crate must not set our level,
+  // and `proxy_please=LEVEL` beats a bare level.
   assert.equal(
     config([], { ...NO_FILE, RUST_LOG: "hyper=trace,proxy_please=debug" }).logLevel,
     "debug",
@@ -312,8 +306,7 @@ Deno.test("loadConfig: RUST_LOG directives for other crates do not set our level
 });
 
 Deno.test("loadConfig: a bad RUST_LOG is reported as RUST_LOG, the variable the user set", () => {
-  // BUG: src/config.ts:156 copies RUST_LOG into LOG_LEVEL, so the message reads
-  // `LOG_LEVEL "loud" is not one of ...` although LOG_LEVEL was set nowhere.
+  // Regression: the message once blamed LOG_LEVEL, which the user never set.
   refuses([], { ...NO_FILE, RUST_LOG: "loud" }, {}, "RUST_LOG");
 });
 
@@ -353,9 +346,7 @@ Deno.test("loadConfig: a missing default env file is no error", () => {
 });
 
 Deno.test("loadConfig: Config.envFile is null when the default env file does not exist", () => {
-  // BUG: src/config.ts:158 passes DEFAULT_ENV_FILE into Config.envFile even when readFile
-  // returned null, although Config.envFile is documented (config.ts:30) as "The env file that
-  // was read, if any". Expected null, got "/etc/proxy-please.env".
+  // Regression: envFile once named the default file even when it did not exist.
   assert.equal(config([], {}, {}).envFile, null);
 });
 

@@ -106,12 +106,8 @@ Deno.test("decideHttp: names that are not DNS names are invalid_host, keeping th
 });
 
 Deno.test("decideHttp: a non-ASCII Host is refused even when its IDN is allowed", () => {
-  // BUG (defence in depth): src/decision.ts:355 calls decideName → normalizeHostname(raw) with
-  // the default allowUnicode: true, but src/http_head.ts (HttpHeadResult doc) requires the
-  // caller to normalise the Host with `allowUnicode: false`: an HTTP Host is ASCII on the
-  // wire, and a U-label would be forwarded to the upstream verbatim. parseHttpHead refuses
-  // such bytes today, so this is not reachable from the socket yet. Input head.host
-  // "bücher.de" with "bücher.de" allowed: expected denied (invalid_host), got allowed.
+  // Defence in depth: names read off the wire are never converted from Unicode (an HTTP Host
+  // is ASCII on the wire; parseHttpHead already refuses such bytes).
   const d = decideHttp(head("bücher.de"), LIST);
   assert.equal(d.allowed, false);
 });

@@ -270,13 +270,9 @@ Deno.test("formatValue: bare when safe, quoted and escaped otherwise", () => {
 });
 
 Deno.test("formatValue: C1 controls, DEL, Unicode line separators and bidi overrides are escaped", () => {
-  // BUG: src/log.ts:62 formatValue relies on JSON.stringify, which escapes only U+0000-U+001F.
-  // DEL (U+007F), the C1 controls U+0080-U+009F (U+0085 NEL is a line break to many readers,
-  // U+009B is the 8-bit CSI escape), U+2028/U+2029 (line/paragraph separators) and bidi
-  // overrides like U+202E pass through raw. Reachable from the wire: the ALPN protocol names
-  // of a ClientHello are logged as `alpn=` (src/connection.ts:149) and keep every byte 0x00-0xff
-  // as one char. Input "h2\x85FAKE LINE"; expected no raw U+0085 in the output (e.g.
-  // "\"h2\\u0085FAKE LINE\"" as quoteForLog in src/hostname.ts does); got it raw.
+  // Regression: JSON.stringify escapes only U+0000-U+001F; DEL, C1 controls (U+0085 NEL,
+  // U+009B CSI), line separators and bidi overrides must not reach a log viewer raw. Reachable
+  // from the wire through ALPN names, which keep every byte.
   for (const c of ["\x7f", "\x85", "\x9b", "\u2028", "\u2029", "\u202e", "\u200b", "\ufeff"]) {
     const out = formatValue(`h2${c}FAKE LINE`);
     assert.ok(
@@ -451,12 +447,8 @@ async function capture(body: () => void): Promise<LogRecord[]> {
 }
 
 Deno.test("formatTextLine: string values inside a message are quoted like fields", async () => {
-  // BUG: src/log.ts:66 renderMessage tells template text from values by `typeof part ===
-  // "string"`, so every STRING value (logtape puts values at the odd indexes of
-  // record.message) is pasted raw, unquoted and unescaped, and a newline in it splits the
-  // line. Input: log.error("reload rejected, configuration unchanged: {error}", { error:
-  // "bad\nINFO fake" }). Expected `...unchanged: "bad\\nINFO fake"` on one line; got two lines.
-  // Numbers are quoted through formatValue already; strings should be too (check by index).
+  // Regression: logtape puts values at the odd indexes of record.message; string values were
+  // once pasted raw, so a newline in one split the line.
   const [rec] = await capture(() =>
     log.error("reload rejected, configuration unchanged: {error}", {
       error: 'ALLOWED_HOSTS: invalid "x"\n2026-04-23T10:00:01Z INFO ALLOWED HTTP host=evil',

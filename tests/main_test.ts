@@ -230,9 +230,7 @@ Deno.test("main: a bad value in the env file exits 2 naming it", async () => {
 });
 
 Deno.test("main: a flag value with a leading dash exits 2 with ONE line", async () => {
-  // BUG: src/config.ts:194 forwards node:util parseArgs' three-line message for
-  // `--https-port -1` ("Option '--https-port' argument is ambiguous.\nDid you forget ...\n
-  // To specify ..."), so stderr gets three lines and none names "-1".
+  // Regression: node's parseArgs explains `--flag -x` in three lines without naming the value.
   const r = await runToEnd(["--https-port", "-1"]);
   assert.equal(r.code, 2);
   const lines = r.stderr.split("\n").filter((l) => l !== "");
@@ -387,13 +385,8 @@ Deno.test("main: SIGHUP with a bad env file keeps running unchanged; a good one 
 });
 
 Deno.test("main: SIGTERM stops within the drain period even with a silent client connected", async () => {
-  // BUG: the drain period does not bound shutdown. ProxyServer.drain (src/proxy_server.ts)
-  // aborts only `stopSignal`, which only the relay watches; a connection still in
-  // readPreamble (src/preamble.ts has no signal) keeps main.ts waiting until
-  // FIRST_BYTES_TIMEOUT. Input: DRAIN_TIMEOUT=200ms FIRST_BYTES_TIMEOUT=24h, one client that
-  // connects and sends nothing, SIGTERM. Expected: exit 0 after ~200 ms. Got: the process logs
-  // "draining 1 for up to 0.2s" and keeps running (for 24 h). Same for a connection waiting
-  // on the upstream connect or DNS.
+  // Regression: the drain period once bounded only relays; a connection still reading its
+  // first bytes kept the process alive until FIRST_BYTES_TIMEOUT.
   const { proxy, httpPort } = await startProxy([
     "--drain-timeout",
     "200ms",
