@@ -150,6 +150,29 @@ async function firstLine(argv: string[]): Promise<string> {
   return (out.stdout + out.stderr).trim().split("\n")[0] ?? "";
 }
 
+/** The commit measured, marked when the working tree differs from it. */
+async function treeVersion(): Promise<string> {
+  const root = new URL("../../", import.meta.url).pathname;
+  const head = await run(["git", "-C", root, "rev-parse", "--short", "HEAD"], { check: false });
+  const dirty = await run([
+    "git",
+    "-C",
+    root,
+    "status",
+    "--porcelain",
+    "--",
+    "main.ts",
+    "src",
+    "ffi",
+  ], {
+    check: false,
+  });
+  const entry = Deno.env.get("PROXY_PLEASE_LAB_PROXY");
+  return `${entry ? `${entry} (PROXY_PLEASE_LAB_PROXY), ` : ""}commit ${head.stdout.trim() || "?"}${
+    dirty.stdout.trim() ? " with uncommitted changes in main.ts/src/ffi" : ""
+  }`;
+}
+
 /** The machine and the versions of everything measured, one Markdown list. */
 export async function describeMachine(): Promise<string> {
   const cpu = (await run(["lscpu"], { check: false })).stdout;
@@ -167,6 +190,7 @@ export async function describeMachine(): Promise<string> {
     `- ${(await firstLine(["curl", "--version"])).split(" ").slice(0, 2).join(" ")}, ${
       (await firstLine(["wrk", "-v"])).split(" ").slice(0, 2).join(" ")
     }`,
+    `- proxy-please: ${await treeVersion()}`,
     `- proxy-please settings: ${
       Object.entries(proxyPleaseEnv()).map(([k, v]) => `${k}=${v}`).join(" ")
     } (DST_POLICY default: pin)`,
