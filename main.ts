@@ -208,11 +208,27 @@ export async function main(args: readonly string[]): Promise<number> {
   }
 }
 
+/**
+ * The last line of defence: a bug that lets an error or a rejection escape must cost the
+ * connection it happened on, never the process (every other connection would go with it).
+ */
+function keepRunningOnStrayErrors(): void {
+  globalThis.addEventListener("unhandledrejection", (event) => {
+    event.preventDefault();
+    log.error("unhandled rejection (a bug): {error}", { error: String(event.reason) });
+  });
+  globalThis.addEventListener("error", (event) => {
+    event.preventDefault();
+    log.error("uncaught error (a bug): {error}", { error: String(event.error) });
+  });
+}
+
 async function run(
   config: Config,
   warnings: string[],
   args: readonly string[],
 ): Promise<number> {
+  keepRunningOnStrayErrors();
   for (const warning of warnings) log.warn(warning);
   let libc: Libc;
   try {
@@ -285,7 +301,9 @@ async function run(
   let reloading = Promise.resolve();
   // Reloads run one after another: a burst of SIGHUPs never interleaves two file reads.
   const onHup = () =>
-    reloading = reloading.then(() => reload(server, args, metrics, notifier, fit));
+    reloading = reloading
+      .then(() => reload(server, args, metrics, notifier, fit))
+      .catch((error) => log.error("reload failed: {error}", { error: String(error) }));
   Deno.addSignalListener("SIGTERM", onTerm);
   Deno.addSignalListener("SIGINT", onInt);
   Deno.addSignalListener("SIGHUP", onHup);
