@@ -36,7 +36,9 @@ const EXPECTED: [string, number, string | null][] = [
 ];
 
 async function withTemp(fn: (dir: string) => Promise<void>): Promise<void> {
-  const dir = await Deno.makeTempDir({ prefix: "ppfw-install-" });
+  // /var/tmp, not the default /tmp: the no-root case runs as nobody, who must reach the files
+  // (a 0700 /tmp is common in containers).
+  const dir = await Deno.makeTempDir({ dir: "/var/tmp", prefix: "ppfw-install-" });
   try {
     await fn(dir);
   } finally {
@@ -243,12 +245,16 @@ Deno.test("install.sh fails early and clearly: no root, no systemd, unsupported 
     await Deno.chmod(dir, 0o755);
     await Deno.chmod(binary, 0o755);
 
+    // A copy of the script where nobody can read it, wherever the checkout is.
+    const script = `${dir}/install.sh`;
+    await Deno.copyFile(INSTALL, script);
+    await Deno.chmod(script, 0o644);
     const noRoot = await run("setpriv", [
       "--reuid=65534",
       "--regid=65534",
       "--clear-groups",
       "bash",
-      INSTALL,
+      script,
       "--binary",
       binary,
     ], { env: { DESTDIR: `${dir}/a` }, clearEnv: true });

@@ -115,9 +115,13 @@ export function repoRoot(): string {
   return new URL("../../", import.meta.url).pathname.replace(/\/$/, "");
 }
 
-/** `<repo>/.lab`, ignored by git. */
+/**
+ * Where labs keep their state: `/var/tmp/proxy-please-lab` (or `PROXY_PLEASE_LAB_STATE`).
+ * Not inside the checkout: nginx's workers, Squid and the unprivileged test users must reach
+ * these files, and a checkout may sit under a directory they cannot enter (a 0700 /tmp).
+ */
 export function defaultStateRoot(): string {
-  return `${repoRoot()}/.lab`;
+  return Deno.env.get("PROXY_PLEASE_LAB_STATE") ?? "/var/tmp/proxy-please-lab";
 }
 
 /** Lines for an /etc/hosts file that points the lab names at the servers (IPv4 and IPv6). */
