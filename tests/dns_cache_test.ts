@@ -231,6 +231,7 @@ const out = {};
 out.dual = await cache.lookup("dual.test");
 out.v6only = await cache.lookup("v6only.test");
 out.nx = await cache.lookup("nx.test");
+out.hostsOnly = await cache.lookup("hostsonly.test");
 out.shared = await Promise.all([1, 2, 3, 4, 5].map(() => cache.lookup("share.test")));
 out.loop = decideDestination("pin", { address: "198.19.0.99", port: 80 }, await cache.lookup("loop.test"));
 out.rot1 = await cache.lookup("rot.test");
@@ -265,6 +266,11 @@ Deno.test({
       await Deno.writeTextFile(
         `${netnsDir}/resolv.conf`,
         "nameserver 198.18.53.1\noptions timeout:1 attempts:2\n",
+      );
+      // `ip netns exec` mounts this over /etc/hosts: a name dnsmasq does not know.
+      await Deno.writeTextFile(
+        `${netnsDir}/hosts`,
+        "127.0.0.1 localhost\n198.19.0.70 hostsonly.test\n",
       );
       const hosts = `${dir}/hosts`;
       const log = `${dir}/dnsmasq.log`;
@@ -324,6 +330,8 @@ Deno.test({
       assert.deepEqual(r.dual, { ok: true, addresses: ["198.19.0.20", "2001:db8::20"] });
       assert.deepEqual(r.v6only, { ok: true, addresses: ["2001:db8::30"] });
       assert.deepEqual(r.nx, { ok: false, reason: "nxdomain" });
+      // Not in DNS, only in the namespace's /etc/hosts: the system resolver's view counts.
+      assert.deepEqual(r.hostsOnly, { ok: true, addresses: ["198.19.0.70"] });
       for (const s of r.shared) assert.deepEqual(s, { ok: true, addresses: ["198.19.0.40"] });
       assert.deepEqual(r.loop, { ok: false, reason: "no_usable_address" });
       assert.deepEqual(r.rot1.addresses.sort(), ["198.19.0.50", "198.19.0.60"]);
