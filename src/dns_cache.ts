@@ -14,11 +14,8 @@
  * @module
  */
 
-import { lookup, Resolver } from "node:dns/promises";
+import { Resolver } from "node:dns/promises";
 import { canonicalIp } from "./ip_address.ts";
-
-/** Seconds an address known only from getaddrinfo (e.g. /etc/hosts) is kept: it has no TTL. */
-export const HOSTS_FILE_TTL = 30;
 
 /** One answer record: an address and its TTL in seconds. */
 export interface DnsAnswer {
@@ -102,10 +99,10 @@ function failureReason(e: unknown): DnsFailureReason {
 }
 
 /**
- * The default resolver: DNS through /etc/resolv.conf, which gives TTLs; when DNS has no answer,
- * getaddrinfo, which adds what nsswitch adds (/etc/hosts above all), kept for
- * {@link HOSTS_FILE_TTL} seconds. Each query gets its own `Resolver`, so cancelling one on its
- * deadline cancels nothing else.
+ * The default {@link ResolveFn}: a fresh `Resolver` per query (so cancelling
+ * one on its deadline cancels nothing else), servers from `/etc/resolv.conf`;
+ * Deno's resolver answers names from `/etc/hosts` too (the DNS cache test
+ * checks it, since pinning must agree with the system's view of a name).
  */
 export function systemResolve(timeoutMs = 5000): ResolveFn {
   return async (name, family, signal) => {
@@ -117,11 +114,6 @@ export function systemResolve(timeoutMs = 5000): ResolveFn {
       return family === 4
         ? await resolver.resolve4(name, { ttl: true })
         : await resolver.resolve6(name, { ttl: true });
-    } catch (dnsError) {
-      if (signal.aborted) throw dnsError;
-      const found = await lookup(name, { all: true, family, verbatim: true }).catch(() => []);
-      if (found.length === 0) throw dnsError;
-      return found.map(({ address }) => ({ address, ttl: HOSTS_FILE_TTL }));
     } finally {
       signal.removeEventListener("abort", onAbort);
     }
