@@ -5,9 +5,20 @@
  */
 
 import assert from "node:assert/strict";
-import { curl } from "../lab/clients.ts";
+import { curl, denoClient } from "../lab/clients.ts";
 import { type CaseContext, labTest } from "./lab_fixture.ts";
 import { b64, capture, rawClient } from "./raw.ts";
+import type { FloodReport } from "./clients/flood_client.ts";
+
+const FLOOD_CLIENT = new URL("./clients/flood_client.ts", import.meta.url).pathname;
+/** Half-open clients in the flood case, half on each port. */
+const FLOOD = 2000;
+
+/** The resident memory of a process, in KiB. */
+async function rssKiB(pid: number): Promise<number> {
+  const status = await Deno.readTextFile(`/proc/${pid}/status`);
+  return Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? NaN);
+}
 
 /** Deterministic pseudo-random bytes (xorshift), so a failure can be replayed. */
 function garbage(length: number, seed = 0x9e3779b9): Uint8Array {
@@ -125,6 +136,47 @@ labTest(
       async (c) => {
         const half = new TextEncoder().encode("GET / HTTP/1.1\r\nHost: allowed.te");
         await expectDeniedAndClosed(c, 80, [half], ["timeout"]);
+      },
+    ],
+    [
+      "a flood of half-open clients holds nothing past the first-bytes deadline",
+      async (c) => {
+        const proxy = c.lab.proxy!;
+        const before = await rssKiB(proxy.pid);
+        const hello = await capture("curl.bin");
+        const flood = (port: number, flight: Uint8Array) =>
+          denoClient(c.lab, FLOOD_CLIENT, [
+            c.lab.t.addr.server4,
+            String(port),
+            String(FLOOD / 2),
+            "100",
+            b64(flight),
+            "15000",
+          ], { timeoutMs: 60_000 });
+        const floods = Promise.all([
+          flood(80, new TextEncoder().encode("GET / HTTP/1.1\r\nHost: allowed.test\r\nX-Junk: ")),
+          flood(443, hello.subarray(0, 100)),
+        ]);
+        // Good clients are served while the flood is held.
+        await new Promise((resolve) => setTimeout(resolve, 500));
+        await expectStillServing(c);
+        const during = await rssKiB(proxy.pid);
+        for (const out of await floods) {
+          assert.equal(out.code, 0, out.stderr);
+          const report = JSON.parse(out.stdout) as FloodReport;
+          assert.equal(report.connected, FLOOD / 2, out.stdout);
+          assert.equal(report.stillOpen, 0, `held past the deadline: ${out.stdout}`);
+          assert.equal(report.closedByPeer, FLOOD / 2, out.stdout);
+        }
+        const timeouts = (await c.events()).filter((e) =>
+          e.event === "DENIED" && e.reason === "timeout"
+        );
+        assert.equal(timeouts.length, FLOOD, "one decision line per flooding connection");
+        await expectStillServing(c);
+        console.log(
+          `  proxy RSS: ${before} KiB before, ${during} KiB with ${FLOOD} half-open clients, ` +
+            `${await rssKiB(proxy.pid)} KiB after`,
+        );
       },
     ],
   ],
