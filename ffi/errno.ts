@@ -20,8 +20,19 @@ export const ERRNO_NAMES: Readonly<Record<number, string>> = Object.freeze({
   92: "ENOPROTOOPT",
   95: "EOPNOTSUPP",
   97: "EAFNOSUPPORT",
+  24: "EMFILE",
+  23: "ENFILE",
+  32: "EPIPE",
+  99: "EADDRNOTAVAIL",
+  101: "ENETUNREACH",
+  103: "ECONNABORTED",
+  104: "ECONNRESET",
   105: "ENOBUFS",
   107: "ENOTCONN",
+  110: "ETIMEDOUT",
+  111: "ECONNREFUSED",
+  113: "EHOSTUNREACH",
+  115: "EINPROGRESS",
 });
 
 /**

@@ -29,6 +29,8 @@ export interface Config {
   readonly echPolicy: "allow" | "deny";
   /** The admin listener for /metrics, /healthz, /readyz; null when off. */
   readonly adminListen: ListenAddress | null;
+  /** How decided TLS connections are relayed: through Deno's sockets, or libc's epoll. */
+  readonly relay: "deno" | "kernel";
   readonly httpPort: number;
   readonly httpsPort: number;
   readonly listenAddresses: readonly string[];
@@ -91,6 +93,12 @@ export const SETTINGS: readonly Setting[] = [
     key: "ADMIN_LISTEN",
     defaultValue: "127.0.0.1:9090",
     help: "Address of /metrics, /healthz and /readyz; empty turns it off.",
+  },
+  {
+    key: "RELAY",
+    defaultValue: "deno",
+    help: "deno, or kernel: relay decided TLS connections through libc (epoll, non-blocking " +
+      "read/write) instead of Deno's sockets; less memory per idle connection.",
   },
   { key: "HTTP_PORT", defaultValue: "8080", help: "Port of the HTTP listener (Host checked)." },
   { key: "HTTPS_PORT", defaultValue: "8443", help: "Port of the TLS listener (SNI checked)." },
@@ -379,6 +387,7 @@ function buildConfig(raw: Raw, envFile: string | null): Config {
     dstPolicy: must(oneOf("DST_POLICY", raw.DST_POLICY, ["pin", "strict", "off"] as const)),
     echPolicy: must(oneOf("ECH_POLICY", raw.ECH_POLICY, ["allow", "deny"] as const)),
     adminListen: must(parseAdmin(raw.ADMIN_LISTEN)),
+    relay: must(oneOf("RELAY", raw.RELAY, ["deno", "kernel"] as const)),
     httpPort,
     httpsPort,
     listenAddresses: must(parseListen(raw.LISTEN_ADDRESS)),

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { rawFdOf, socketAddressOf } from "../ffi/conn_fd.ts";
+import type { KernelRelay } from "../ffi/kernel_relay.ts";
 import type { Libc } from "../ffi/libc.ts";
 import { originalDestination } from "../ffi/original_dst.ts";
 import type { SocketAddress } from "../ffi/sockaddr.ts";
@@ -38,6 +40,8 @@ export interface ConnectionContext {
   readonly fdSymbol: symbol;
   readonly dns: DnsCache;
   readonly metrics: ProxyMetrics;
+  /** The libc relay, when `RELAY=kernel`: decided TLS connections go through it. */
+  readonly kernel?: KernelRelay;
   /** True when an address:port is one of the proxy's own listeners (never connect there). */
   readonly isOwnListener: (address: string, port: number) => boolean;
   /** Local endpoints of upstream connections in flight, to recognise a routing loop. */
@@ -75,8 +79,11 @@ export async function handleConnection(
   // When a graceful stop's drain period ends, a connection still reading its first bytes,
   // resolving or connecting is cut too (the relay watches the same signal).
   let connecting: AbortController | undefined;
+  // While the kernel relay holds the client's fd it must end first (it watches the same
+  // signal): closing the socket under it would let the fd number be reused.
+  let inKernel = false;
   const onStop = () => {
-    closeQuietly(conn);
+    if (!inKernel) closeQuietly(conn);
     connecting?.abort();
   };
   ctx.stopSignal.addEventListener("abort", onStop, { once: true });
@@ -148,6 +155,11 @@ export async function handleConnection(
     logEvent(fields);
     ctx.metrics.connection(proto, "allowed", verdict.allowed ? "none" : verdict.reason);
 
+    if (proto === "HTTPS" && ctx.kernel !== undefined) {
+      inKernel = true;
+      return await relayInKernel(conn, ctx.kernel, connectTo, first, fields, started, ctx);
+    }
+
     const connectStarted = performance.now();
     connecting = new AbortController();
     const upstream = await connectUpstream(connectTo, config.connectTimeoutMs, connecting);
@@ -199,6 +211,45 @@ export async function handleConnection(
   } finally {
     ctx.stopSignal.removeEventListener("abort", onStop);
     closeQuietly(conn);
+  }
+}
+
+/** The TLS relay through libc: connect, replay the ClientHello, relay, log the close. */
+async function relayInKernel(
+  conn: Deno.TcpConn,
+  kernel: KernelRelay,
+  connectTo: { address: string; port: number },
+  first: { bytes: Uint8Array },
+  fields: EventFields,
+  started: number,
+  ctx: ConnectionContext,
+): Promise<void> {
+  const clientFd = rawFdOf(conn, ctx.fdSymbol);
+  if (clientFd === undefined) return logClosed(fields, started, 0, 0, "no_fd");
+  const connectStarted = performance.now();
+  const upstream = await kernel.connect(
+    connectTo.address,
+    connectTo.port,
+    ctx.config.connectTimeoutMs,
+    ctx.stopSignal,
+  );
+  if (!upstream.ok) return logClosed(fields, started, 0, 0, upstream.error);
+  ctx.metrics.connectSeconds((performance.now() - connectStarted) / 1000);
+  const local = socketAddressOf(ctx.libc, upstream.fd, "getsockname");
+  const upstreamEnd = local.ok ? formatEndpoint(local.address.address, local.address.port) : "";
+  ctx.upstreamEndpoints.add(upstreamEnd);
+  try {
+    const bytes = first.bytes;
+    first.bytes = EMPTY;
+    const moved = await kernel.relay(clientFd, upstream.fd, bytes, {
+      idleTimeoutMs: ctx.config.idleTimeoutMs,
+      signal: ctx.stopSignal,
+    });
+    ctx.metrics.bytes(moved.up, moved.down);
+    fields.relay = "kernel";
+    logClosed(fields, started, moved.up, moved.down, moved.error);
+  } finally {
+    ctx.upstreamEndpoints.delete(upstreamEnd);
   }
 }
 

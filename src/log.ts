@@ -23,6 +23,8 @@ export interface EventFields {
   would_deny?: boolean;
   /** Where the proxy connected, when destination pinning chose another address than `dst`. */
   connect?: string;
+  /** `kernel` on the closing line of a connection relayed through libc (`RELAY=kernel`). */
+  relay?: "kernel";
   up?: number;
   down?: number;
   duration_ms?: number;
@@ -39,6 +41,7 @@ const FIELD_ORDER = [
   "connect",
   "alpn",
   "ech",
+  "relay",
   "up",
   "down",
   "duration_ms",

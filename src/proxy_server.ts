@@ -4,6 +4,7 @@
  * @module
  */
 
+import { KernelRelay } from "../ffi/kernel_relay.ts";
 import type { Libc } from "../ffi/libc.ts";
 import { canonicalAddress } from "./ip_address.ts";
 import type { Config } from "./config.ts";
@@ -38,6 +39,7 @@ export class ProxyServer {
 
   readonly #dns: DnsCache;
   readonly #metrics: ProxyMetrics;
+  #kernel: KernelRelay | "unavailable" | undefined;
 
   constructor(
     config: Config,
@@ -192,6 +194,7 @@ export class ProxyServer {
       fdSymbol: this.#fdSymbol,
       dns: this.#dns,
       metrics: this.#metrics,
+      kernel: config.relay === "kernel" ? this.#kernelRelay() : undefined,
       isOwnListener: (address, port) => this.#isOwnListener(address, port),
       upstreamEndpoints: this.#upstreamEndpoints,
       stopSignal: this.#stop.signal,
@@ -203,6 +206,24 @@ export class ProxyServer {
       else this.#perSource.set(source, left);
     });
     this.#active.add(task);
+  }
+
+  /**
+   * The libc relay, created on first use (so `RELAY=kernel` can be switched on by a reload).
+   * If it cannot be created, connections use Deno's relay and the error is logged once.
+   */
+  #kernelRelay(): KernelRelay | undefined {
+    if (this.#kernel === undefined) {
+      try {
+        this.#kernel = new KernelRelay(this.#libc.path);
+      } catch (error) {
+        this.#kernel = "unavailable";
+        log.error("RELAY=kernel unavailable, using Deno's relay: {error}", {
+          error: errorName(error),
+        });
+      }
+    }
+    return this.#kernel === "unavailable" ? undefined : this.#kernel;
   }
 
   #isOwnListener(address: string, port: number): boolean {

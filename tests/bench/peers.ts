@@ -53,8 +53,27 @@ export function proxyPleaseEnv(extra: Record<string, string> = {}): Record<strin
     // the open-files limit (20,000 here) is the real bound.
     MAX_CONNECTIONS: "20000",
     ADMIN_LISTEN: "",
+    ...benchEnvOverrides(),
     ...extra,
   };
+}
+
+/**
+ * Extra proxy-please settings for a run, from `PROXY_PLEASE_BENCH_ENV` (`KEY=VALUE` words),
+ * so variants (e.g. `RELAY=kernel`) are measured with the same harness.
+ */
+export function benchEnvOverrides(
+  text = Deno.env.get("PROXY_PLEASE_BENCH_ENV") ?? "",
+): Record<string, string> {
+  const out: Record<string, string> = {};
+  for (const word of text.split(/\s+/).filter((w) => w !== "")) {
+    const eq = word.indexOf("=");
+    if (eq <= 0) {
+      throw new Error(`PROXY_PLEASE_BENCH_ENV: ${JSON.stringify(word)} is not KEY=VALUE`);
+    }
+    out[word.slice(0, eq)] = word.slice(eq + 1);
+  }
+  return out;
 }
 
 /** Waits (bounded) until TCP ports `ports` listen in namespace `ns`, or the process dies. */
