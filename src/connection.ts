@@ -7,7 +7,7 @@
  */
 
 import { rawFdOf, socketAddressOf } from "../ffi/conn_fd.ts";
-import type { KernelRelay } from "../ffi/kernel_relay.ts";
+import type { KernelRelay, KernelRelayOptions, KernelRelayResult } from "../ffi/kernel_relay.ts";
 import type { Libc } from "../ffi/libc.ts";
 import { originalDestination } from "../ffi/original_dst.ts";
 import type { SocketAddress } from "../ffi/sockaddr.ts";
@@ -214,6 +214,22 @@ export async function handleConnection(
   }
 }
 
+/**
+ * Hands the preamble to the kernel relay (which copies it) and releases it here, outside the
+ * caller's async frame, so an idle connection does not keep the preamble buffer alive.
+ */
+function startKernelRelay(
+  kernel: KernelRelay,
+  clientFd: number,
+  upstreamFd: number,
+  first: { bytes: Uint8Array },
+  options: KernelRelayOptions,
+): Promise<KernelRelayResult> {
+  const bytes = first.bytes;
+  first.bytes = EMPTY;
+  return kernel.relay(clientFd, upstreamFd, bytes, options);
+}
+
 /** The TLS relay through libc: connect, replay the ClientHello, relay, log the close. */
 async function relayInKernel(
   conn: Deno.TcpConn,
@@ -239,9 +255,7 @@ async function relayInKernel(
   const upstreamEnd = local.ok ? formatEndpoint(local.address.address, local.address.port) : "";
   ctx.upstreamEndpoints.add(upstreamEnd);
   try {
-    const bytes = first.bytes;
-    first.bytes = EMPTY;
-    const moved = await kernel.relay(clientFd, upstream.fd, bytes, {
+    const moved = await startKernelRelay(kernel, clientFd, upstream.fd, first, {
       idleTimeoutMs: ctx.config.idleTimeoutMs,
       signal: ctx.stopSignal,
     });
