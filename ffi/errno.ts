@@ -42,3 +42,34 @@ export const ERRNO_NAMES: Readonly<Record<number, string>> = Object.freeze({
 export function errnoName(errno: number): string {
   return ERRNO_NAMES[errno] ?? `errno ${errno}`;
 }
+
+/**
+ * The two libc symbols that read errno: spread into a `Deno.dlopen` symbol table. errno is
+ * copied out with `memcpy` because `Deno.UnsafePointerView` needs an unscoped `--allow-ffi`,
+ * while calling a symbol of a library opened under `--allow-ffi=<dirs>` does not.
+ */
+export const ERRNO_SYMBOLS = {
+  __errno_location: { parameters: [], result: "pointer" },
+  memcpy: { parameters: ["buffer", "pointer", "usize"], result: "pointer" },
+} as const;
+
+/** The loaded form of {@link ERRNO_SYMBOLS}. */
+export interface ErrnoSymbols {
+  __errno_location(): Deno.PointerValue;
+  memcpy(dst: Uint8Array, src: Deno.PointerValue, bytes: bigint): Deno.PointerValue;
+}
+
+/**
+ * A reader of the calling thread's errno over a library's {@link ERRNO_SYMBOLS}. errno is
+ * thread-local, so its address is asked on every read rather than cached.
+ */
+export function errnoReader(symbols: ErrnoSymbols): () => number {
+  const value = new Int32Array(1);
+  const bytes = new Uint8Array(value.buffer);
+  return () => {
+    const ptr = symbols.__errno_location();
+    if (ptr === null) return 0;
+    symbols.memcpy(bytes, ptr, 4n);
+    return value[0];
+  };
+}

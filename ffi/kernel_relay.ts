@@ -16,7 +16,7 @@
  */
 
 import { AF_INET, AF_INET6, encodeSockaddrIn, encodeSockaddrIn6 } from "./sockaddr.ts";
-import { errnoName } from "./errno.ts";
+import { ERRNO_SYMBOLS, errnoName, errnoReader } from "./errno.ts";
 
 const SYMBOLS = {
   socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
@@ -31,8 +31,7 @@ const SYMBOLS = {
   epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
   // The only call that blocks: it runs on a runtime thread and resolves a promise.
   epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32", nonblocking: true },
-  __errno_location: { parameters: [], result: "pointer" },
-  memcpy: { parameters: ["buffer", "pointer", "usize"], result: "pointer" },
+  ...ERRNO_SYMBOLS,
 } as const;
 
 const SOCK_STREAM = 1;
@@ -115,15 +114,16 @@ export class KernelRelay {
   readonly #eventView = new DataView(this.#events.buffer);
   readonly #ctlEvent = new Uint8Array(EVENT_SIZE);
   readonly #ctlView = new DataView(this.#ctlEvent.buffer);
-  readonly #errno = new Int32Array(1);
   /** Registered fds: the connection (or pending connect) each belongs to. */
   readonly #owners = new Map<number, Relayed | Connecting>();
   readonly #relays = new Set<Relayed>();
+  readonly #readErrno: () => number;
   #looping = false;
 
   /** Opens the relay over the libc at `path` (the one `openLibc` found). */
   constructor(path: string) {
     this.#lib = Deno.dlopen(path, SYMBOLS);
+    this.#readErrno = errnoReader(this.#lib.symbols);
     this.#epfd = this.#lib.symbols.epoll_create1(EPOLL_CLOEXEC);
     if (this.#epfd < 0) throw new Error(`epoll_create1 failed: ${this.#errnoName()}`);
   }
@@ -405,13 +405,6 @@ export class KernelRelay {
     if (n >= 0) return n;
     const errno = this.#readErrno();
     return errno === EAGAIN || errno === EINTR ? 0 : -1;
-  }
-
-  #readErrno(): number {
-    const ptr = this.#lib.symbols.__errno_location();
-    if (ptr === null) return 0;
-    this.#lib.symbols.memcpy(new Uint8Array(this.#errno.buffer), ptr, 4n);
-    return this.#errno[0];
   }
 
   #errnoName(): string {

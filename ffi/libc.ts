@@ -9,6 +9,8 @@
  * @module
  */
 
+import { ERRNO_SYMBOLS, errnoReader } from "./errno.ts";
+
 /** Absolute libc paths probed by {@link openLibc}, Debian multiarch first. */
 export const DEFAULT_LIBC_PATHS: readonly string[] = Object.freeze([
   "/lib/x86_64-linux-gnu/libc.so.6",
@@ -72,9 +74,7 @@ const SYMBOLS = {
   getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   getpeername: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   getrlimit: { parameters: ["i32", "buffer"], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
-  // Copies errno out: Deno.UnsafePointerView needs unscoped --allow-ffi, memcpy does not.
-  memcpy: { parameters: ["buffer", "pointer", "usize"], result: "pointer" },
+  ...ERRNO_SYMBOLS,
 } as const;
 
 /**
@@ -99,8 +99,6 @@ export function openLibc(paths: readonly string[] = DEFAULT_LIBC_PATHS): Libc {
 
 function wrap(lib: Deno.DynamicLibrary<typeof SYMBOLS>, path: string): Libc {
   const s = lib.symbols;
-  const errnoView = new Int32Array(1);
-  const errnoBytes = new Uint8Array(errnoView.buffer);
   return {
     path,
     getsockopt: (fd, level, optname, optval, optlen) =>
@@ -114,13 +112,7 @@ function wrap(lib: Deno.DynamicLibrary<typeof SYMBOLS>, path: string): Libc {
         ? Number.MAX_SAFE_INTEGER
         : Number(limits[0]);
     },
-    errno: () => {
-      // errno is thread-local, so ask for its address on every read rather than caching it.
-      const ptr = s.__errno_location();
-      if (ptr === null) return 0;
-      s.memcpy(errnoBytes, ptr, 4n);
-      return errnoView[0];
-    },
+    errno: errnoReader(s),
     close: () => lib.close(),
   };
 }

@@ -11,7 +11,7 @@
  * @module
  */
 
-import { errnoName } from "./errno.ts";
+import { ERRNO_SYMBOLS, errnoName, errnoReader } from "./errno.ts";
 import { DEFAULT_LIBC_PATHS } from "./libc.ts";
 
 /** `READY=1`: start-up finished, listeners bound. */
@@ -97,10 +97,7 @@ const SYMBOLS = {
   sendto: { parameters: ["i32", "buffer", "usize", "i32", "buffer", "u32"], result: "isize" },
   close: { parameters: ["i32"], result: "i32" },
   clock_gettime: { parameters: ["i32", "buffer"], result: "i32" },
-  __errno_location: { parameters: [], result: "pointer" },
-  // Reads errno through libc: Deno.UnsafePointerView needs an unscoped --allow-ffi,
-  // while calling a symbol of a library opened under --allow-ffi=<dirs> does not.
-  memcpy: { parameters: ["buffer", "pointer", "usize"], result: "pointer" },
+  ...ERRNO_SYMBOLS,
 } as const;
 
 type Lib = Deno.DynamicLibrary<typeof SYMBOLS>;
@@ -167,20 +164,14 @@ class LibcNotifier implements Notifier {
     lib: Lib,
   ) {
     this.#lib = lib;
+    this.#errnoValue = errnoReader(lib.symbols);
   }
-
-  readonly #errnoBuf = new Int32Array(1);
 
   /** The calling thread's errno; call it right after the failed libc call. */
-  #errnoValue(lib: Lib): number {
-    const ptr = lib.symbols.__errno_location();
-    if (ptr === null) return 0;
-    lib.symbols.memcpy(new Uint8Array(this.#errnoBuf.buffer), ptr, 4n);
-    return this.#errnoBuf[0];
-  }
+  readonly #errnoValue: () => number;
 
-  #errno(lib: Lib): string {
-    return errnoName(this.#errnoValue(lib));
+  #errno(): string {
+    return errnoName(this.#errnoValue());
   }
 
   notify(state: string): boolean {
@@ -199,7 +190,7 @@ class LibcNotifier implements Notifier {
         // Non-blocking: a stalled systemd must never stall the proxy.
         const fd = lib.symbols.socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
         if (fd < 0) {
-          this.lastError = `socket(AF_UNIX, SOCK_DGRAM): ${this.#errno(lib)}`;
+          this.lastError = `socket(AF_UNIX, SOCK_DGRAM): ${this.#errno()}`;
           return false;
         }
         this.#fd = fd;
@@ -224,7 +215,7 @@ class LibcNotifier implements Notifier {
             `sendto ${this.address}: short write (${sent} of ${message.length} bytes)`;
           return false;
         }
-        const errno = this.#errnoValue(lib);
+        const errno = this.#errnoValue();
         if (errno === EINTR) continue;
         this.lastError = `sendto ${this.address}: ${errnoName(errno)}`;
         return false;
@@ -246,7 +237,7 @@ class LibcNotifier implements Notifier {
     // struct timespec { time_t tv_sec; long tv_nsec; } on 64-bit Linux.
     const ts = new BigInt64Array(2);
     if (lib.symbols.clock_gettime(CLOCK_MONOTONIC, new Uint8Array(ts.buffer)) !== 0) {
-      this.lastError = `clock_gettime: ${this.#errno(lib)}`;
+      this.lastError = `clock_gettime: ${this.#errno()}`;
       return false;
     }
     const usec = ts[0] * 1_000_000n + ts[1] / 1000n;
