@@ -11,6 +11,7 @@ import { type AdminServer, startAdminServer } from "./src/admin_server.ts";
 import { runReport } from "./src/audit_report.ts";
 import { type Config, ConfigError, loadConfig, type Sources } from "./src/config.ts";
 import { DnsCache } from "./src/dns_cache.ts";
+import { formatEndpoint } from "./src/ip_address.ts";
 import { closeLogging, log, setupLogging } from "./src/log.ts";
 import { KNOWN_REASONS, ProxyMetrics } from "./src/metrics.ts";
 import { ProxyServer } from "./src/proxy_server.ts";
@@ -263,7 +264,9 @@ async function run(
           detail: server.accepting ? "ok" : "draining",
         }),
       });
-      log.info("admin endpoints on {address}", { address: endpointText(admin.addr) });
+      log.info("admin endpoints on {address}", {
+        address: formatEndpoint(admin.addr.hostname, admin.addr.port),
+      });
     }
   } catch (error) {
     server.stopAccepting();
@@ -271,7 +274,10 @@ async function run(
     return 1;
   }
   for (const { proto, addr } of server.addresses) {
-    log.info("listening for {proto} on {address}", { proto, address: endpointText(addr) });
+    log.info("listening for {proto} on {address}", {
+      proto,
+      address: formatEndpoint(addr.hostname, addr.port),
+    });
   }
   log.info("proxy-please {version} ready: {hosts} allowlist entries, mode {mode}, dst {dst}", {
     version: VERSION,
@@ -319,12 +325,6 @@ async function run(
     await admin?.shutdown();
     notifier?.close();
   }
-}
-
-function endpointText(addr: Deno.NetAddr): string {
-  return addr.hostname.includes(":")
-    ? `[${addr.hostname}]:${addr.port}`
-    : `${addr.hostname}:${addr.port}`;
 }
 
 if (import.meta.main) {

@@ -9,6 +9,7 @@ import { parseArgs } from "node:util";
 import { parse as parseDotenv } from "dotenv";
 import { type Allowlist, parseAllowlist } from "./allowlist.ts";
 import { parseDuration } from "./duration.ts";
+import { parseIp } from "./ip_address.ts";
 import type { DstPolicy } from "./destination_pin.ts";
 import { parseSourcePolicy, type SourcePolicy } from "./source_policy.ts";
 import { type ListenAddress, parseListenAddress } from "./admin_server.ts";
@@ -323,23 +324,10 @@ function parseCount(key: string, text: string, min: number): Parsed<number> {
     : { ok: false, reason: `${key} ${JSON.stringify(text)} is not a whole number >= ${min}` };
 }
 
-const IPV4 = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
-
-/** True for an IPv4 or IPv6 address literal (no brackets, no zone). */
-export function isIpAddress(text: string): boolean {
-  if (IPV4.test(text)) return true;
-  if (!/^[0-9a-fA-F:.]+$/.test(text) || !text.includes(":")) return false;
-  try {
-    return new URL(`http://[${text}]/`).hostname.length > 2;
-  } catch {
-    return false;
-  }
-}
-
 function parseListen(text: string): Parsed<string[]> {
   const addresses = text.split(",").map((a) => a.trim()).filter((a) => a !== "");
   if (addresses.length === 0) return { ok: false, reason: "LISTEN_ADDRESS is empty" };
-  const bad = addresses.find((a) => !isIpAddress(a));
+  const bad = addresses.find((a) => !parseIp(a).ok);
   return bad === undefined
     ? { ok: true, value: addresses }
     : { ok: false, reason: `LISTEN_ADDRESS ${JSON.stringify(bad)} is not an IP address` };

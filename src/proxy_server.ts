@@ -6,7 +6,7 @@
 
 import { KernelRelay } from "../ffi/kernel_relay.ts";
 import type { Libc } from "../ffi/libc.ts";
-import { canonicalAddress } from "./ip_address.ts";
+import { canonicalAddress, formatEndpoint } from "./ip_address.ts";
 import type { Config } from "./config.ts";
 import type { DnsCache } from "./dns_cache.ts";
 import type { ProxyMetrics } from "./metrics.ts";
@@ -263,9 +263,10 @@ function bind(hostname: string, port: number): Deno.TcpListener {
       });
       return bind("0.0.0.0", port);
     }
-    const where = hostname.includes(":") ? `[${hostname}]:${port}` : `${hostname}:${port}`;
     throw new ListenError(
-      `cannot listen on ${where}: ${error instanceof Error ? error.message : error}`,
+      `cannot listen on ${formatEndpoint(hostname, port)}: ${
+        error instanceof Error ? error.message : error
+      }`,
     );
   }
 }
