@@ -71,7 +71,7 @@
  * @module
  */
 
-import { type HttpHeadReason, MAX_HEAD_BYTES, parseHttpHead } from "./http_head.ts";
+import { type HttpHeadReason, MAX_HEAD_BYTES, parseHttpHead, TCHAR } from "./http_head.ts";
 
 /** Default bound for a request head, in bytes (also the most `parseHttpHead` accepts). */
 export const DEFAULT_MAX_HEAD_BYTES = MAX_HEAD_BYTES;
@@ -211,12 +211,6 @@ const CR = 0x0d;
 const LF = 0x0a;
 const SP = 0x20;
 const HTAB = 0x09;
-
-/** tchar per RFC 9110 5.6.2, as a lookup table. */
-const TCHAR = new Uint8Array(256);
-for (const c of "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ") {
-  TCHAR[c.charCodeAt(0)] = 1;
-}
 
 /** Hex digit values, or 255. */
 const HEX = new Uint8Array(256).fill(255);

@@ -53,8 +53,8 @@ function invalid(reason: HttpHeadReason): Invalid {
   return { kind: "invalid", reason, status: reason === "too_large" ? 431 : 400 };
 }
 
-/** tchar (RFC 9110 §5.6.2) lookup table. */
-const TCHAR: Uint8Array = (() => {
+/** tchar (RFC 9110 §5.6.2) lookup table: 1 for token characters. Shared with the framing tracker. */
+export const TCHAR: Uint8Array = (() => {
   const t = new Uint8Array(256);
   for (let c = 0x30; c <= 0x39; c++) t[c] = 1;
   for (let c = 0x41; c <= 0x5a; c++) t[c] = 1;
