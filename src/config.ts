@@ -276,7 +276,8 @@ function parseFlags(args: readonly string[]): { values: Raw; help: boolean; vers
   };
 }
 
-const LEVELS: readonly LogLevel[] = ["trace", "debug", "info", "warning", "error"];
+/** Log levels, least severe first. */
+export const LEVELS: readonly LogLevel[] = ["trace", "debug", "info", "warning", "error"];
 
 function parseLevel(text: string): Parsed<LogLevel> {
   const word = text.trim().toLowerCase();

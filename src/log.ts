@@ -5,7 +5,7 @@
  */
 
 import { configure, dispose, getLogger, type Logger, type LogRecord } from "@logtape/logtape";
-import type { LogLevel } from "./config.ts";
+import { LEVELS, type LogLevel } from "./config.ts";
 import { queuedSink } from "./log_sink.ts";
 
 /** The fields of a decision or closing line, in the order the text format prints them. */
@@ -165,8 +165,6 @@ export function logEvent(fields: EventFields): void {
   else log.info("{event} {proto}", fields as unknown as Record<string, unknown>);
 }
 
-const LEVEL_RANK: Record<LogLevel, number> = { trace: 0, debug: 1, info: 2, warning: 3, error: 4 };
-
 /**
  * Sends the logger to stdout in the chosen format, through a queue written by one async
  * writer: a slow reader of stdout never stalls the relay, and a burst loses no line.
@@ -182,7 +180,7 @@ export async function setupLogging(level: LogLevel, format: "text" | "json"): Pr
     ],
   });
   const props = (fields: EventFields) => fields as unknown as Record<string, unknown>;
-  eventLine = LEVEL_RANK[level] > LEVEL_RANK.info
+  eventLine = LEVELS.indexOf(level) > LEVELS.indexOf("info")
     ? () => {}
     : format === "json"
     ? (fields) => sink.enqueue(jsonObject(Date.now(), "INFO", undefined, props(fields)))
