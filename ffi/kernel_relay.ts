@@ -1,69 +1,19 @@
 /**
  * A relay outside the JavaScript socket API, for connections whose decision is made and whose
- * bytes need no more inspection (TLS after the ClientHello): one epoll set for every such
- * connection, non-blocking `read`/`write` through libc into one shared buffer, the upstream
- * socket created and connected through libc too.
+ * bytes need no more inspection (TLS after the ClientHello). The client's socket leaves Deno
+ * (its fd is duplicated, then `Deno.Conn` is closed); the upstream socket is created and
+ * connected through libc; one worker thread relays all of them (`kernel_relay_worker.ts`).
  *
  * Why: a relay through `Deno.Conn` keeps a pending `read()` (and its buffer and promise) on
  * both sockets of every idle connection, about 16 KiB of Deno's own per connection, and pays
- * one runtime op per read, write and shutdown. Here an idle connection costs its two kernel
- * sockets, an epoll entry and a small record; a busy one copies through a single 256 KiB
- * buffer shared by all.
- *
- * The client socket stays owned by Deno (it is closed through `Deno.Conn.close()` by the
- * caller); only the upstream socket is closed here.
+ * one runtime op per read, write, shutdown and close. Here an idle connection costs its two
+ * kernel sockets, an epoll entry and two small records, and the copying runs on a thread of
+ * its own that blocks in `epoll_wait` like an event loop written in C.
  * @module
  */
 
-import { AF_INET, AF_INET6, encodeSockaddrIn, encodeSockaddrIn6 } from "./sockaddr.ts";
 import { ERRNO_SYMBOLS, errnoName, errnoReader } from "./errno.ts";
-
-const SYMBOLS = {
-  socket: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  connect: { parameters: ["i32", "buffer", "u32"], result: "i32" },
-  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
-  shutdown: { parameters: ["i32", "i32"], result: "i32" },
-  close: { parameters: ["i32"], result: "i32" },
-  setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
-  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
-  epoll_create1: { parameters: ["i32"], result: "i32" },
-  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
-  // The only call that blocks: it runs on a runtime thread and resolves a promise.
-  epoll_wait: { parameters: ["i32", "buffer", "i32", "i32"], result: "i32", nonblocking: true },
-  ...ERRNO_SYMBOLS,
-} as const;
-
-const SOCK_STREAM = 1;
-const SOCK_NONBLOCK = 0o4000;
-const SOCK_CLOEXEC = 0o2000000;
-const EPOLL_CLOEXEC = 0o2000000;
-const EPOLL_CTL_ADD = 1;
-const EPOLL_CTL_DEL = 2;
-const EPOLL_CTL_MOD = 3;
-const EPOLLIN = 0x001;
-const EPOLLOUT = 0x004;
-const EPOLLERR = 0x008;
-const EPOLLHUP = 0x010;
-const SHUT_WR = 1;
-const SOL_SOCKET = 1;
-const SO_ERROR = 4;
-const IPPROTO_TCP = 6;
-const TCP_NODELAY = 1;
-const EAGAIN = 11;
-const EINTR = 4;
-const EINPROGRESS = 115;
-
-/** x86_64 packs `struct epoll_event` (12 bytes); other architectures align it to 16. */
-const EVENT_SIZE = Deno.build.arch === "x86_64" ? 12 : 16;
-const DATA_OFFSET = Deno.build.arch === "x86_64" ? 4 : 8;
-const MAX_EVENTS = 256;
-/** How long one wait may block: idle sweeps and aborts are noticed within this. */
-const WAIT_MS = 500;
-/** Shared by every connection: a read is written out (or parked) before the next read. */
-const BUFFER_BYTES = 256 * 1024;
-/** Reads per readiness event, so one busy connection cannot starve the others. */
-const READS_PER_EVENT = 4;
+import { rawFdOf } from "./conn_fd.ts";
 
 /** What a finished relay moved, and why it ended (as `relay.ts` reports it). */
 export interface KernelRelayResult {
@@ -74,340 +24,349 @@ export interface KernelRelayResult {
 
 /** Options of {@link KernelRelay.relay}. */
 export interface KernelRelayOptions {
+  connectTimeoutMs: number;
   idleTimeoutMs: number;
+  /** Ends the relay at once (graceful stop past its drain period). */
   signal?: AbortSignal;
+  /** Called once the upstream is connected, with its local `address:port` ("" if unknown). */
+  onConnected?: (local: string) => void;
 }
 
-/** One direction of a connection: bytes read from `src` are written to `dst`. */
-interface Direction {
-  src: number;
-  dst: number;
-  /** Bytes read but not yet accepted by `dst`; reading `src` pauses while set. */
-  pending: Uint8Array | null;
-  /** `src` reached EOF and `dst` was half-closed. */
-  done: boolean;
-  bytes: number;
+/** First message to the worker. */
+export interface WorkerInit {
+  libcPath: string;
+  eventFd: number;
+  /** [0]: messages posted to the worker so far (it reads its inbox until it has them all). */
+  posted: Int32Array;
 }
 
-interface Relayed {
-  client: number;
-  upstream: number;
-  up: Direction;
-  down: Direction;
-  lastActivity: number;
-  idleTimeoutMs: number;
-  interest: Map<number, number>;
-  finish: (error?: string) => void;
+/** What the main thread asks of the worker. */
+export type RelayCommand =
+  | {
+    kind: "relay";
+    id: number;
+    /** The client's socket, duplicated: the worker owns and closes it. */
+    clientFd: number;
+    address: string;
+    port: number;
+    /** Sent upstream before anything else (the ClientHello). */
+    first: Uint8Array;
+    connectTimeoutMs: number;
+    idleTimeoutMs: number;
+  }
+  | { kind: "abort"; id: number }
+  | { kind: "stop" };
+
+/** What the worker tells the main thread. */
+export type RelayReport =
+  | { kind: "connected"; id: number; local: string }
+  | { kind: "done"; id: number; up: number; down: number; error?: string }
+  | { kind: "failed"; error: string }
+  | { kind: "stopped" };
+
+const SYMBOLS = {
+  fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  dup3: { parameters: ["i32", "i32", "i32"], result: "i32" },
+  eventfd: { parameters: ["u32", "i32"], result: "i32" },
+  open: { parameters: ["buffer", "i32"], result: "i32" },
+  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
+  write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
+  close: { parameters: ["i32"], result: "i32" },
+  epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
+  ...ERRNO_SYMBOLS,
+} as const;
+
+const F_DUPFD_CLOEXEC = 1030;
+const O_RDWR = 0o2;
+const O_CLOEXEC = 0o2000000;
+const EPOLL_CTL_DEL = 2;
+/** Deno's reactor is created at start-up: its epoll fd is among the first descriptors. */
+const REACTOR_FD_SCAN = 256;
+const EFD_NONBLOCK = 0o4000;
+const EFD_CLOEXEC = 0o2000000;
+const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
+
+const NO_EVENT = new Uint8Array(16);
+const PROBE = new Uint8Array([0x50]);
+const PROBE_TIMEOUT_MS = 2_000;
+
+function cString(text: string): Uint8Array {
+  return new TextEncoder().encode(`${text}\0`);
 }
 
-interface Connecting {
-  fd: number;
-  settle: (error?: string) => void;
+interface Pending {
+  resolve: (result: KernelRelayResult) => void;
+  onConnected?: (local: string) => void;
+  signal?: AbortSignal;
+  onAbort?: () => void;
 }
 
-/** The epoll-driven relay; one per process. */
+/** The worker-thread relay; one per process. */
 export class KernelRelay {
   readonly #lib: Deno.DynamicLibrary<typeof SYMBOLS>;
-  readonly #epfd: number;
-  readonly #buffer = new Uint8Array(BUFFER_BYTES);
-  readonly #events = new Uint8Array(EVENT_SIZE * MAX_EVENTS);
-  readonly #eventView = new DataView(this.#events.buffer);
-  readonly #ctlEvent = new Uint8Array(EVENT_SIZE);
-  readonly #ctlView = new DataView(this.#ctlEvent.buffer);
-  /** Registered fds: the connection (or pending connect) each belongs to. */
-  readonly #owners = new Map<number, Relayed | Connecting>();
-  readonly #relays = new Set<Relayed>();
   readonly #readErrno: () => number;
-  #looping = false;
-
-  /** Opens the relay over the libc at `path` (the one `openLibc` found). */
-  constructor(path: string) {
-    this.#lib = Deno.dlopen(path, SYMBOLS);
-    this.#readErrno = errnoReader(this.#lib.symbols);
-    this.#epfd = this.#lib.symbols.epoll_create1(EPOLL_CLOEXEC);
-    if (this.#epfd < 0) throw new Error(`epoll_create1 failed: ${this.#errnoName()}`);
-  }
-
-  /** Connections being relayed now. */
-  get size(): number {
-    return this.#relays.size;
-  }
+  readonly #worker: Worker;
+  readonly #eventFd: number;
+  readonly #posted = new Int32Array(new SharedArrayBuffer(4));
+  readonly #pending = new Map<number, Pending>();
+  /** Open on /dev/null: put in place of a detached socket's fd for Deno to close. */
+  readonly #placeholder: number;
+  /** epoll fds of Deno's reactor (found once by {@link KernelRelay.open}'s probe). */
+  #reactors: number[] = [];
+  #nextId = 1;
+  #failure: string | undefined;
+  #stopped: Promise<void> | undefined;
+  #onStopped: (() => void) | undefined;
 
   /**
-   * Opens a non-blocking TCP connection to `address:port`; resolves with its fd, or an error
-   * word (`connect_timeout`, `connect_ECONNREFUSED`, ...). Never rejects.
+   * Starts the relay thread over the libc at `path` (the one `openLibc` found) and proves on a
+   * loopback connection that a socket can be taken from Deno and relayed; rejects with the
+   * reason otherwise (then use Deno's relay).
    */
-  connect(
-    address: string,
-    port: number,
-    timeoutMs: number,
-    signal?: AbortSignal,
-  ): Promise<{ ok: true; fd: number } | { ok: false; error: string }> {
-    const v6 = address.includes(":");
-    const sockaddr = v6 ? encodeSockaddrIn6(address, port) : encodeSockaddrIn(address, port);
-    const s = this.#lib.symbols;
-    const fd = s.socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return Promise.resolve({ ok: false, error: `connect_${this.#errnoName()}` });
-    s.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, new Uint8Array(new Int32Array([1]).buffer), 4);
-    if (s.connect(fd, sockaddr, sockaddr.length) === 0) return Promise.resolve({ ok: true, fd });
-    const errno = this.#readErrno();
-    if (errno !== EINPROGRESS) {
-      s.close(fd);
-      return Promise.resolve({ ok: false, error: `connect_${errnoName(errno)}` });
+  static async open(path: string, fdSymbol: symbol): Promise<KernelRelay> {
+    const relay = new KernelRelay(path);
+    try {
+      await relay.#probe(fdSymbol);
+    } catch (error) {
+      await relay.close();
+      throw error;
     }
-    return new Promise((resolve) => {
-      let settled = false;
-      const settle = (error?: string) => {
-        if (settled) return;
-        settled = true;
-        this.#unregister(fd);
-        clearTimeout(timer);
-        signal?.removeEventListener("abort", onAbort);
-        if (error === undefined) resolve({ ok: true, fd });
-        else {
-          s.close(fd);
-          resolve({ ok: false, error });
-        }
-      };
-      const onAbort = () => settle("connect_timeout");
-      const timer = setTimeout(() => settle("connect_timeout"), timeoutMs);
-      signal?.addEventListener("abort", onAbort, { once: true });
-      if (!this.#register(fd, EPOLLOUT, { fd, settle })) settle(`connect_${this.#errnoName()}`);
+    return relay;
+  }
+
+  private constructor(path: string) {
+    this.#lib = Deno.dlopen(path, SYMBOLS);
+    const s = this.#lib.symbols;
+    this.#readErrno = errnoReader(s);
+    this.#eventFd = s.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    this.#placeholder = s.open(cString("/dev/null"), O_RDWR | O_CLOEXEC);
+    if (this.#eventFd < 0 || this.#placeholder < 0) {
+      const error = errnoName(this.#readErrno());
+      for (const fd of [this.#eventFd, this.#placeholder]) if (fd >= 0) s.close(fd);
+      this.#lib.close();
+      throw new Error(`kernel relay set-up failed: ${error}`);
+    }
+    this.#worker = new Worker(new URL("./kernel_relay_worker.ts", import.meta.url), {
+      type: "module",
     });
+    this.#worker.onmessage = (e: MessageEvent<RelayReport>) => this.#received(e.data);
+    this.#worker.onerror = (e: ErrorEvent) => {
+      e.preventDefault();
+      this.#fail(`worker_${e.message}`);
+    };
+    const init: WorkerInit = { libcPath: path, eventFd: this.#eventFd, posted: this.#posted };
+    this.#worker.postMessage(init);
+  }
+
+  /** Connections being connected or relayed now. */
+  get size(): number {
+    return this.#pending.size;
   }
 
   /**
-   * Relays between `clientFd` (Deno's socket; not closed here) and `upstreamFd` (ours; closed
-   * here), sending `first` upstream before anything else. Resolves when both directions have
-   * ended, either side fails, the idle deadline passes or `signal` aborts. Never rejects.
+   * Takes over `clientFd` (Deno's fd of an accepted connection): duplicates it for the relay
+   * thread and calls `release`, which must close the `Deno.Conn` now. Then connects to
+   * `address:port`, sends `first` and relays both ways until both directions have ended,
+   * either side fails, the idle deadline passes or `signal` aborts. Never rejects: failures
+   * are error words (`connect_ECONNREFUSED`, `connect_timeout`, `idle_timeout`, `aborted`).
    */
   relay(
     clientFd: number,
-    upstreamFd: number,
+    release: () => void,
+    address: string,
+    port: number,
     first: Uint8Array,
     options: KernelRelayOptions,
   ): Promise<KernelRelayResult> {
+    if (this.#failure !== undefined || this.#stopped !== undefined) {
+      release();
+      return Promise.resolve({ up: 0, down: 0, error: this.#failure ?? "aborted" });
+    }
+    const dup = this.#detach(clientFd, release);
+    if (typeof dup === "string") return Promise.resolve({ up: 0, down: 0, error: dup });
+    if (options.signal?.aborted) {
+      this.#lib.symbols.close(dup);
+      return Promise.resolve({ up: 0, down: 0, error: "aborted" });
+    }
+    const id = this.#nextId++;
     return new Promise((resolve) => {
-      const up: Direction = {
-        src: clientFd,
-        dst: upstreamFd,
-        pending: first.length > 0 ? first.slice() : null,
-        done: false,
-        bytes: first.length,
-      };
-      const down: Direction = {
-        src: upstreamFd,
-        dst: clientFd,
-        pending: null,
-        done: false,
-        bytes: 0,
-      };
-      const onAbort = () => r.finish("aborted");
-      const r: Relayed = {
-        client: clientFd,
-        upstream: upstreamFd,
-        up,
-        down,
-        lastActivity: Date.now(),
+      const pending: Pending = { resolve, onConnected: options.onConnected };
+      if (options.signal !== undefined) {
+        pending.signal = options.signal;
+        pending.onAbort = () => this.#post({ kind: "abort", id });
+        options.signal.addEventListener("abort", pending.onAbort, { once: true });
+      }
+      this.#pending.set(id, pending);
+      this.#post({
+        kind: "relay",
+        id,
+        clientFd: dup,
+        address,
+        port,
+        // A copy of its own, moved to the worker: `first` may be a view of a larger buffer.
+        first: first.slice(),
+        connectTimeoutMs: options.connectTimeoutMs,
         idleTimeoutMs: options.idleTimeoutMs,
-        interest: new Map(),
-        finish: (error) => {
-          if (!this.#relays.delete(r)) return;
-          this.#unregister(clientFd);
-          this.#unregister(upstreamFd);
-          this.#lib.symbols.close(upstreamFd);
-          options.signal?.removeEventListener("abort", onAbort);
-          resolve({ up: up.bytes, down: down.bytes, ...(error === undefined ? {} : { error }) });
-        },
-      };
-      this.#relays.add(r);
-      const client = this.#register(clientFd, 0, r);
-      const upstream = this.#register(upstreamFd, 0, r);
-      if (!client || !upstream) return r.finish(`epoll_${this.#errnoName()}`);
-      options.signal?.addEventListener("abort", onAbort, { once: true });
-      if (options.signal?.aborted) return r.finish("aborted");
-      this.#updateInterest(r);
+      });
     });
   }
 
-  /** Stops the loop's thread once nothing is registered; the relay stays usable. */
-  close(): void {
-    for (const r of [...this.#relays]) r.finish("aborted");
-  }
-
   /**
-   * Records `owner` for `fd`. A socket with no interest is kept out of the epoll set: hang-up
-   * and error are reported whatever the interest, and a parked direction would spin on them.
+   * Takes a socket from Deno: a duplicate fd for the relay thread, the socket out of Deno's
+   * reactor, and /dev/null in place of Deno's fd. Then `release` closes the `Deno.Conn`
+   * without touching the socket: its close() would send a FIN (it shuts the socket down for
+   * writing), and its reactor would be woken by every event on a socket it no longer reads.
+   * Returns the new fd, or an error word.
    */
-  #register(fd: number, events: number, owner: Relayed | Connecting): boolean {
-    if (events !== 0 && !this.#ctl(EPOLL_CTL_ADD, fd, events)) return false;
-    this.#owners.set(fd, owner);
-    if ("interest" in owner) owner.interest.set(fd, events);
-    this.#loop();
-    return true;
-  }
-
-  #unregister(fd: number): void {
-    const owner = this.#owners.get(fd);
-    if (owner === undefined) return;
-    this.#owners.delete(fd);
-    if (!("interest" in owner) || owner.interest.get(fd) !== 0) this.#ctl(EPOLL_CTL_DEL, fd, 0);
-  }
-
-  #ctl(op: number, fd: number, events: number): boolean {
-    this.#setEvent(fd, events);
-    return this.#lib.symbols.epoll_ctl(this.#epfd, op, fd, this.#ctlEvent) === 0;
-  }
-
-  #setEvent(fd: number, events: number): void {
-    this.#ctlView.setUint32(0, events, true);
-    this.#ctlView.setUint32(DATA_OFFSET, fd, true);
-    this.#ctlView.setUint32(DATA_OFFSET + 4, 0, true);
-  }
-
-  /** Level-triggered interest from state: read a source unless parked; write while pending. */
-  #updateInterest(r: Relayed): void {
-    const want = new Map<number, number>([[r.client, 0], [r.upstream, 0]]);
-    for (const d of [r.up, r.down]) {
-      if (d.pending !== null) want.set(d.dst, want.get(d.dst)! | EPOLLOUT);
-      else if (!d.done) want.set(d.src, want.get(d.src)! | EPOLLIN);
-    }
-    for (const [fd, events] of want) {
-      const had = r.interest.get(fd) ?? 0;
-      if (had === events) continue;
-      const op = events === 0 ? EPOLL_CTL_DEL : had === 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
-      if (!this.#ctl(op, fd, events)) return r.finish(`epoll_${this.#errnoName()}`);
-      r.interest.set(fd, events);
-    }
-  }
-
-  async #loop(): Promise<void> {
-    if (this.#looping) return;
-    this.#looping = true;
-    try {
-      let lastSweep = Date.now();
-      while (this.#owners.size > 0) {
-        const n = await this.#lib.symbols.epoll_wait(this.#epfd, this.#events, MAX_EVENTS, WAIT_MS);
-        const now = Date.now();
-        for (let i = 0; i < n; i++) {
-          const events = this.#eventView.getUint32(i * EVENT_SIZE, true);
-          const fd = this.#eventView.getUint32(i * EVENT_SIZE + DATA_OFFSET, true);
-          const owner = this.#owners.get(fd);
-          if (owner === undefined) continue; // finished earlier in this batch
-          if ("settle" in owner) this.#connected(owner);
-          else this.#ready(owner, fd, events, now);
-        }
-        if (now - lastSweep >= WAIT_MS) {
-          lastSweep = now;
-          for (const r of [...this.#relays]) {
-            if (now - r.lastActivity >= r.idleTimeoutMs) r.finish("idle_timeout");
-          }
-        }
-      }
-    } catch (error) {
-      // epoll_wait itself failing is a bug or a resource limit: end every relay, loudly.
-      for (const r of [...this.#relays]) r.finish(`epoll_${String(error)}`);
-    } finally {
-      this.#looping = false;
-    }
-  }
-
-  #connected(c: Connecting): void {
-    const error = this.#socketError(c.fd);
-    c.settle(error === "OK" ? undefined : `connect_${error}`);
-  }
-
-  /** The socket's pending error (`SO_ERROR`) as an errno name; `OK` when there is none. */
-  #socketError(fd: number): string {
-    const value = new Int32Array(1);
-    const length = new Uint32Array([4]);
-    const rc = this.#lib.symbols.getsockopt(
-      fd,
-      SOL_SOCKET,
-      SO_ERROR,
-      new Uint8Array(value.buffer),
-      new Uint8Array(length.buffer),
-    );
-    if (rc !== 0) return this.#errnoName();
-    return value[0] === 0 ? "OK" : errnoName(value[0]);
-  }
-
-  #ready(r: Relayed, fd: number, events: number, now: number): void {
-    r.lastActivity = now;
-    const failed = (events & (EPOLLERR | EPOLLHUP)) !== 0;
-    let acted = false;
-    for (const d of [r.up, r.down]) {
-      if (d.dst === fd && d.pending !== null && ((events & EPOLLOUT) !== 0 || failed)) {
-        acted = true;
-        if (!this.#flush(r, d)) return;
-      }
-      if (d.src === fd && d.pending === null && !d.done && ((events & EPOLLIN) !== 0 || failed)) {
-        acted = true;
-        if (!this.#pump(r, d)) return;
-      }
-    }
-    // An error nothing above could act on still ends the relay (it would be reported again).
-    if ((events & EPOLLERR) !== 0 && !acted) return r.finish(this.#socketError(fd));
-    if (r.up.done && r.down.done && r.up.pending === null && r.down.pending === null) {
-      return r.finish();
-    }
-    this.#updateInterest(r);
-  }
-
-  /** Writes what is parked; false when the relay ended. */
-  #flush(r: Relayed, d: Direction): boolean {
-    const bytes = d.pending!;
-    const n = this.#write(d.dst, bytes);
-    if (n < 0) {
-      r.finish(this.#errnoName());
-      return false;
-    }
-    d.pending = n === bytes.length ? null : bytes.subarray(n);
-    return true;
-  }
-
-  /** Reads and forwards until the source would block, parks, or ends; false when ended. */
-  #pump(r: Relayed, d: Direction): boolean {
+  #detach(fd: number, release: () => void): number | string {
     const s = this.#lib.symbols;
-    const buffer = this.#buffer;
-    for (let reads = 0; reads < READS_PER_EVENT; reads++) {
-      const n = Number(s.read(d.src, buffer, BigInt(buffer.length)));
-      if (n === 0) {
-        // EOF: pass the half-close on; the other direction finishes on its own.
-        d.done = true;
-        s.shutdown(d.dst, SHUT_WR);
-        return true;
-      }
-      if (n < 0) {
-        const errno = this.#readErrno();
-        if (errno === EAGAIN || errno === EINTR) return true;
-        r.finish(errnoName(errno));
-        return false;
-      }
-      d.bytes += n;
-      const written = this.#write(d.dst, buffer.subarray(0, n));
-      if (written < 0) {
-        r.finish(this.#errnoName());
-        return false;
-      }
-      if (written < n) {
-        // The destination is full: park the rest and stop reading until it drains.
-        d.pending = buffer.slice(written, n);
-        return true;
+    const dup = s.fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0) {
+      const error = `dup_${errnoName(this.#readErrno())}`;
+      release();
+      return error;
+    }
+    let error: string | undefined;
+    if (!this.#unwatch(fd)) error = "reactor_unknown";
+    else if (s.dup3(this.#placeholder, fd, O_CLOEXEC) < 0) {
+      error = `dup3_${errnoName(this.#readErrno())}`;
+    }
+    release();
+    if (error === undefined) return dup;
+    s.close(dup);
+    return error;
+  }
+
+  /** Removes `fd` from Deno's reactor; false when no known reactor had it. */
+  #unwatch(fd: number): boolean {
+    if (this.#reactors.length === 0) this.#reactors = this.#eventpollFds();
+    let removed = false;
+    for (const epfd of this.#reactors) {
+      // Succeeds only in an epoll set that has this very socket under this number.
+      if (this.#lib.symbols.epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NO_EVENT) === 0) removed = true;
+    }
+    return removed;
+  }
+
+  /** The process's epoll descriptors among the first few hundred fds (this thread's own too). */
+  #eventpollFds(): number[] {
+    const target = new Uint8Array(64);
+    const found: number[] = [];
+    for (let fd = 0; fd < REACTOR_FD_SCAN; fd++) {
+      const n = Number(
+        this.#lib.symbols.readlink(cString(`/proc/self/fd/${fd}`), target, BigInt(target.length)),
+      );
+      if (n > 0 && new TextDecoder().decode(target.subarray(0, n)) === "anon_inode:[eventpoll]") {
+        found.push(fd);
       }
     }
-    return true;
+    return found;
   }
 
-  /** Non-blocking write: bytes accepted (0 when it would block), or -1 on error. */
-  #write(fd: number, bytes: Uint8Array): number {
-    const n = Number(this.#lib.symbols.write(fd, bytes, BigInt(bytes.length)));
-    if (n >= 0) return n;
-    const errno = this.#readErrno();
-    return errno === EAGAIN || errno === EINTR ? 0 : -1;
+  /** A loopback connection taken from Deno and written to through its duplicate. */
+  async #probe(fdSymbol: symbol): Promise<void> {
+    const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const cleanup: (() => void)[] = [() => listener.close()];
+    try {
+      const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+      cleanup.push(() => client.close());
+      const accepted = await listener.accept();
+      const fd = rawFdOf(accepted, fdSymbol);
+      if (fd === undefined) {
+        accepted.close();
+        throw new Error("kernel relay: accepted connection has no fd");
+      }
+      const dup = this.#detach(fd, () => accepted.close());
+      if (typeof dup === "string") {
+        throw new Error(`kernel relay: cannot take a socket from Deno: ${dup}`);
+      }
+      const wrote = Number(this.#lib.symbols.write(dup, PROBE, BigInt(PROBE.length)));
+      this.#lib.symbols.close(dup);
+      const got = new Uint8Array(PROBE.length + 1);
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const n = wrote !== PROBE.length ? null : await Promise.race([
+        client.read(got).catch(() => null),
+        new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), PROBE_TIMEOUT_MS)),
+      ]);
+      clearTimeout(timer);
+      if (n !== PROBE.length || got[0] !== PROBE[0]) {
+        throw new Error(
+          "kernel relay: a socket taken from Deno did not carry bytes (probe failed)",
+        );
+      }
+    } finally {
+      for (const close of cleanup.reverse()) {
+        try {
+          close();
+        } catch {
+          // Already closed.
+        }
+      }
+    }
   }
 
-  #errnoName(): string {
-    return errnoName(this.#readErrno());
+  /** Ends every relay (reported as `aborted`) and the thread; waits at most `timeoutMs`. */
+  close(timeoutMs = 2_000): Promise<void> {
+    if (this.#stopped === undefined) {
+      this.#stopped = new Promise<void>((resolve) => {
+        const timer = setTimeout(() => this.#onStopped?.(), timeoutMs);
+        this.#onStopped = () => {
+          clearTimeout(timer);
+          this.#onStopped = undefined;
+          this.#worker.terminate();
+          this.#lib.symbols.close(this.#eventFd);
+          this.#lib.symbols.close(this.#placeholder);
+          this.#lib.close();
+          // Whatever the worker did not report (it was stuck or gone) ends here.
+          for (const id of [...this.#pending.keys()]) {
+            this.#settle(id, { up: 0, down: 0, error: "aborted" });
+          }
+          resolve();
+        };
+      });
+      if (this.#failure !== undefined) this.#onStopped?.();
+      else this.#post({ kind: "stop" });
+    }
+    return this.#stopped;
+  }
+
+  #post(command: RelayCommand): void {
+    const transfer = command.kind === "relay" ? [command.first.buffer as ArrayBuffer] : [];
+    this.#worker.postMessage(command, transfer);
+    Atomics.add(this.#posted, 0, 1);
+    this.#lib.symbols.write(this.#eventFd, ONE, 8n);
+  }
+
+  #received(report: RelayReport): void {
+    switch (report.kind) {
+      case "connected":
+        this.#pending.get(report.id)?.onConnected?.(report.local);
+        return;
+      case "done": {
+        const { id: _, kind: __, ...result } = report;
+        return this.#settle(report.id, result);
+      }
+      case "failed":
+        return this.#fail(report.error);
+      case "stopped":
+        return this.#onStopped?.();
+    }
+  }
+
+  #settle(id: number, result: KernelRelayResult): void {
+    const pending = this.#pending.get(id);
+    if (pending === undefined) return;
+    this.#pending.delete(id);
+    if (pending.onAbort !== undefined) {
+      pending.signal?.removeEventListener("abort", pending.onAbort);
+    }
+    pending.resolve(result);
+  }
+
+  /** The thread is gone: every relay in flight ends, and new ones are refused with `error`. */
+  #fail(error: string): void {
+    this.#failure ??= error;
+    void this.close();
   }
 }

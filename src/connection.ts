@@ -6,7 +6,7 @@
  * @module
  */
 
-import { rawFdOf, socketAddressOf } from "../ffi/conn_fd.ts";
+import { rawFdOf } from "../ffi/conn_fd.ts";
 import type { KernelRelay, KernelRelayOptions, KernelRelayResult } from "../ffi/kernel_relay.ts";
 import type { Libc } from "../ffi/libc.ts";
 import { originalDestination } from "../ffi/original_dst.ts";
@@ -79,11 +79,8 @@ export async function handleConnection(
   // When a graceful stop's drain period ends, a connection still reading its first bytes,
   // resolving or connecting is cut too (the relay watches the same signal).
   let connecting: AbortController | undefined;
-  // While the kernel relay holds the client's fd it must end first (it watches the same
-  // signal): closing the socket under it would let the fd number be reused.
-  let inKernel = false;
   const onStop = () => {
-    if (!inKernel) closeQuietly(conn);
+    closeQuietly(conn);
     connecting?.abort();
   };
   ctx.stopSignal.addEventListener("abort", onStop, { once: true });
@@ -156,7 +153,6 @@ export async function handleConnection(
     ctx.metrics.connection(proto, "allowed", verdict.allowed ? "none" : verdict.reason);
 
     if (proto === "HTTPS" && ctx.kernel !== undefined) {
-      inKernel = true;
       return await relayInKernel(conn, ctx.kernel, connectTo, first, fields, started, ctx);
     }
 
@@ -216,22 +212,9 @@ export async function handleConnection(
 }
 
 /**
- * Hands the preamble to the kernel relay (which copies it) and releases it here, outside the
- * caller's async frame, so an idle connection does not keep the preamble buffer alive.
+ * The TLS relay through libc: the client's socket leaves Deno, the relay thread connects,
+ * replays the ClientHello and relays; then the close is logged.
  */
-function startKernelRelay(
-  kernel: KernelRelay,
-  clientFd: number,
-  upstreamFd: number,
-  first: { bytes: Uint8Array },
-  options: KernelRelayOptions,
-): Promise<KernelRelayResult> {
-  const bytes = first.bytes;
-  first.bytes = EMPTY;
-  return kernel.relay(clientFd, upstreamFd, bytes, options);
-}
-
-/** The TLS relay through libc: connect, replay the ClientHello, relay, log the close. */
 async function relayInKernel(
   conn: Deno.TcpConn,
   kernel: KernelRelay,
@@ -244,28 +227,48 @@ async function relayInKernel(
   const clientFd = rawFdOf(conn, ctx.fdSymbol);
   if (clientFd === undefined) return logClosed(fields, started, 0, 0, "no_fd");
   const connectStarted = performance.now();
-  const upstream = await kernel.connect(
-    connectTo.address,
-    connectTo.port,
-    ctx.config.connectTimeoutMs,
-    ctx.stopSignal,
-  );
-  if (!upstream.ok) return logClosed(fields, started, 0, 0, upstream.error);
-  ctx.metrics.connectSeconds((performance.now() - connectStarted) / 1000);
-  const local = socketAddressOf(ctx.libc, upstream.fd, "getsockname");
-  const upstreamEnd = local.ok ? formatEndpoint(local.address.address, local.address.port) : "";
-  ctx.upstreamEndpoints.add(upstreamEnd);
+  let upstreamEnd = "";
   try {
-    const moved = await startKernelRelay(kernel, clientFd, upstream.fd, first, {
-      idleTimeoutMs: ctx.config.idleTimeoutMs,
-      signal: ctx.stopSignal,
-    });
+    const moved = await handOff(
+      kernel,
+      clientFd,
+      () => closeQuietly(conn),
+      connectTo,
+      first,
+      {
+        connectTimeoutMs: ctx.config.connectTimeoutMs,
+        idleTimeoutMs: ctx.config.idleTimeoutMs,
+        signal: ctx.stopSignal,
+        onConnected: (local) => {
+          ctx.metrics.connectSeconds((performance.now() - connectStarted) / 1000);
+          upstreamEnd = local;
+          if (local !== "") ctx.upstreamEndpoints.add(local);
+        },
+      },
+    );
     ctx.metrics.bytes(moved.up, moved.down);
     fields.relay = "kernel";
     logClosed(fields, started, moved.up, moved.down, moved.error);
   } finally {
-    ctx.upstreamEndpoints.delete(upstreamEnd);
+    if (upstreamEnd !== "") ctx.upstreamEndpoints.delete(upstreamEnd);
   }
+}
+
+/**
+ * Gives the preamble to the kernel relay (which copies it) and drops it here, outside the
+ * caller's async frame, so an idle connection does not keep the preamble buffer alive.
+ */
+function handOff(
+  kernel: KernelRelay,
+  clientFd: number,
+  release: () => void,
+  connectTo: { address: string; port: number },
+  first: { bytes: Uint8Array },
+  options: KernelRelayOptions,
+): Promise<KernelRelayResult> {
+  const bytes = first.bytes;
+  first.bytes = EMPTY;
+  return kernel.relay(clientFd, release, connectTo.address, connectTo.port, bytes, options);
 }
 
 /**

@@ -40,6 +40,7 @@ export class ProxyServer {
   readonly #dns: DnsCache;
   readonly #metrics: ProxyMetrics;
   #kernel: KernelRelay | "unavailable" | undefined;
+  #kernelOpening: Promise<void> | undefined;
 
   constructor(
     config: Config,
@@ -97,6 +98,8 @@ export class ProxyServer {
   /** Runs the accept loops until `stopAccepting`; resolves when they have all ended. */
   async serve(): Promise<void> {
     this.#accepting = true;
+    // Before the first accept, so every decided TLS connection takes the same relay.
+    if (this.#config.relay === "kernel") await this.#openKernel();
     // Addresses come and go (DHCP, hot-plugged NICs); the loop check follows them.
     const refresh = setInterval(() => this.#refreshLocalAddresses(), LOCAL_ADDRESS_REFRESH_MS);
     try {
@@ -139,6 +142,10 @@ export class ProxyServer {
       this.#stop.abort();
       await Promise.allSettled([...this.#active]);
     }
+    // The relay thread ends with the last connection, so the process can exit.
+    const kernel = this.#kernel;
+    this.#kernel = "unavailable";
+    if (kernel instanceof KernelRelay) await kernel.close();
     return left;
   }
 
@@ -209,21 +216,30 @@ export class ProxyServer {
   }
 
   /**
-   * The libc relay, created on first use (so `RELAY=kernel` can be switched on by a reload).
-   * If it cannot be created, connections use Deno's relay and the error is logged once.
+   * The libc relay, opened on first use (so `RELAY=kernel` can be switched on by a reload).
+   * Until it is ready, and for good if it cannot be opened (logged once), connections use
+   * Deno's relay.
    */
   #kernelRelay(): KernelRelay | undefined {
-    if (this.#kernel === undefined) {
-      try {
-        this.#kernel = new KernelRelay(this.#libc.path);
-      } catch (error) {
+    if (this.#kernel === undefined) void this.#openKernel();
+    return this.#kernel instanceof KernelRelay ? this.#kernel : undefined;
+  }
+
+  /** Opens the libc relay once; resolves when it is ready or known to be unavailable. */
+  #openKernel(): Promise<void> {
+    this.#kernelOpening ??= KernelRelay.open(this.#libc.path, this.#fdSymbol).then(
+      (relay) => {
+        if (this.#kernel === undefined) this.#kernel = relay;
+        else void relay.close(); // drained meanwhile
+      },
+      (error) => {
         this.#kernel = "unavailable";
         log.error("RELAY=kernel unavailable, using Deno's relay: {error}", {
           error: errorName(error),
         });
-      }
-    }
-    return this.#kernel === "unavailable" ? undefined : this.#kernel;
+      },
+    );
+    return this.#kernelOpening;
   }
 
   #isOwnListener(address: string, port: number): boolean {

@@ -1,9 +1,17 @@
 import assert from "node:assert/strict";
 import { fdSymbolOf, rawFdOf } from "../ffi/conn_fd.ts";
-import { KernelRelay } from "../ffi/kernel_relay.ts";
+import { KernelRelay, type KernelRelayOptions } from "../ffi/kernel_relay.ts";
 import { openLibc } from "../ffi/libc.ts";
 
 const libcPath = openLibc().path;
+const fdSymbol = await (async () => {
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
+  const accepted = await listener.accept();
+  const symbol = fdSymbolOf(accepted)!;
+  for (const c of [accepted, client, listener]) c.close();
+  return symbol;
+})();
 
 async function sha256(bytes: Uint8Array): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
@@ -38,109 +46,160 @@ async function readAll(conn: Deno.Conn, limit = 1 << 30): Promise<Uint8Array> {
   return out;
 }
 
-/** client ⇄ [accepted: Deno fd] relay [upstream: kernel fd] ⇄ server */
-async function setUp(relay: KernelRelay) {
+/** client ⇄ [accepted: taken from Deno] relay thread [its own upstream socket] ⇄ server */
+async function setUp(
+  relay: KernelRelay,
+  first: Uint8Array,
+  options: Partial<KernelRelayOptions> = {},
+) {
   const front = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const back = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const client = await Deno.connect({ hostname: "127.0.0.1", port: front.addr.port });
   const accepted = await front.accept();
-  const fd = rawFdOf(accepted, fdSymbolOf(accepted)!)!;
-  const upstream = await relay.connect("127.0.0.1", back.addr.port, 5000);
-  assert.ok(upstream.ok);
+  const fd = rawFdOf(accepted, fdSymbol)!;
+  let local = "";
+  const done = relay.relay(fd, () => accepted.close(), "127.0.0.1", back.addr.port, first, {
+    connectTimeoutMs: 5_000,
+    idleTimeoutMs: 10_000,
+    onConnected: (l) => local = l,
+    ...options,
+  });
   const server = await back.accept();
   front.close();
   back.close();
-  return { client, accepted, fd, upstreamFd: upstream.fd, server };
+  return { client, server, done, local: () => local };
 }
 
-Deno.test("kernel relay: 16 MiB each way at once, byte for byte, counted, half-close passed on", async () => {
-  const relay = new KernelRelay(libcPath);
-  const { client, accepted, fd, upstreamFd, server } = await setUp(relay);
-  const first = new TextEncoder().encode("first flight ");
-  const upData = random(16 << 20);
-  const downData = random(16 << 20);
-  const done = relay.relay(fd, upstreamFd, first, { idleTimeoutMs: 10_000 });
-  const [gotUp, gotDown] = await Promise.all([
-    readAll(server),
-    readAll(client),
-    writeAll(client, upData).then(() => client.closeWrite()),
-    writeAll(server, downData).then(() => server.closeWrite()),
-  ]);
-  const result = await done;
-  accepted.close();
-  client.close();
-  server.close();
-  assert.equal(gotUp.length, first.length + upData.length);
-  assert.deepEqual(gotUp.subarray(0, first.length), first);
-  assert.equal(await sha256(gotUp.subarray(first.length)), await sha256(upData));
-  assert.equal(await sha256(gotDown), await sha256(downData));
-  assert.deepEqual(result, { up: first.length + upData.length, down: downData.length });
-  assert.equal(relay.size, 0);
-});
-
-Deno.test("kernel relay: after the client's FIN the answer still flows (half-close)", async () => {
-  const relay = new KernelRelay(libcPath);
-  const { client, accepted, fd, upstreamFd, server } = await setUp(relay);
-  const done = relay.relay(fd, upstreamFd, new Uint8Array(0), { idleTimeoutMs: 10_000 });
-  await writeAll(client, new TextEncoder().encode("request"));
-  await client.closeWrite();
-  const request = await readAll(server); // EOF arrives only after the FIN is passed on
-  assert.equal(new TextDecoder().decode(request), "request");
-  const answer = random(1 << 20);
-  await writeAll(server, answer);
-  await server.closeWrite();
-  assert.equal(await sha256(await readAll(client)), await sha256(answer));
-  const result = await done;
-  assert.equal(result.error, undefined);
-  accepted.close();
-  client.close();
-  server.close();
-});
-
-Deno.test("kernel relay: idle deadline, abort and a peer reset each end it with a reason", async () => {
-  const relay = new KernelRelay(libcPath);
-  {
-    const { client, accepted, fd, upstreamFd, server } = await setUp(relay);
-    const result = await relay.relay(fd, upstreamFd, new Uint8Array(0), { idleTimeoutMs: 300 });
-    assert.equal(result.error, "idle_timeout");
-    assert.equal((await readAll(server)).length, 0, "the upstream socket was closed");
-    accepted.close();
-    client.close();
-    server.close();
+async function withRelay(body: (relay: KernelRelay) => Promise<void>): Promise<void> {
+  const relay = await KernelRelay.open(libcPath, fdSymbol);
+  try {
+    await body(relay);
+  } finally {
+    await relay.close();
   }
-  {
-    const { client, accepted, fd, upstreamFd, server } = await setUp(relay);
-    const stop = new AbortController();
-    const done = relay.relay(fd, upstreamFd, new Uint8Array(0), {
-      idleTimeoutMs: 10_000,
-      signal: stop.signal,
-    });
-    stop.abort();
-    assert.equal((await done).error, "aborted");
-    accepted.close();
-    client.close();
-    server.close();
-  }
-  {
-    const { client, accepted, fd, upstreamFd, server } = await setUp(relay);
-    const done = relay.relay(fd, upstreamFd, new Uint8Array(0), { idleTimeoutMs: 10_000 });
-    await writeAll(client, random(1 << 20));
-    server.close(); // unread data: the kernel resets the connection
+}
+
+Deno.test("kernel relay: 16 MiB each way at once, byte for byte, counted, half-close passed on", () =>
+  withRelay(async (relay) => {
+    const first = new TextEncoder().encode("first flight ");
+    const { client, server, done, local } = await setUp(relay, first);
+    const upData = random(16 << 20);
+    const downData = random(16 << 20);
+    const [gotUp, gotDown] = await Promise.all([
+      readAll(server),
+      readAll(client),
+      writeAll(client, upData).then(() => client.closeWrite()),
+      writeAll(server, downData).then(() => server.closeWrite()),
+    ]);
     const result = await done;
-    assert.ok(result.error !== undefined, JSON.stringify(result));
-    accepted.close();
     client.close();
-  }
-  assert.equal(relay.size, 0);
-});
+    assert.equal(local(), `127.0.0.1:${(server.remoteAddr as Deno.NetAddr).port}`);
+    server.close();
+    assert.equal(gotUp.length, first.length + upData.length);
+    assert.deepEqual(gotUp.subarray(0, first.length), first);
+    assert.equal(await sha256(gotUp.subarray(first.length)), await sha256(upData));
+    assert.equal(await sha256(gotDown), await sha256(downData));
+    assert.deepEqual(result, { up: first.length + upData.length, down: downData.length });
+    assert.equal(relay.size, 0);
+  }));
 
-Deno.test("kernel relay: connect refused is an error word, not an exception", async () => {
-  const relay = new KernelRelay(libcPath);
-  const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const port = closed.addr.port;
-  closed.close();
-  const result = await relay.connect("127.0.0.1", port, 2000);
-  assert.deepEqual(result, { ok: false, error: "connect_ECONNREFUSED" });
-  const v6 = await relay.connect("::1", port, 2000);
-  assert.equal(v6.ok, false);
+Deno.test("kernel relay: after the client's FIN the answer still flows (half-close)", () =>
+  withRelay(async (relay) => {
+    const { client, server, done } = await setUp(relay, new Uint8Array(0));
+    await writeAll(client, new TextEncoder().encode("request"));
+    await client.closeWrite();
+    const request = await readAll(server); // EOF arrives only after the FIN is passed on
+    assert.equal(new TextDecoder().decode(request), "request");
+    const answer = random(1 << 20);
+    await writeAll(server, answer);
+    await server.closeWrite();
+    assert.equal(await sha256(await readAll(client)), await sha256(answer));
+    const result = await done;
+    assert.equal(result.error, undefined);
+    client.close();
+    server.close();
+  }));
+
+Deno.test("kernel relay: idle deadline, abort and a peer reset each end it with a reason", () =>
+  withRelay(async (relay) => {
+    {
+      const { client, server, done } = await setUp(relay, new Uint8Array(0), {
+        idleTimeoutMs: 300,
+      });
+      assert.equal((await done).error, "idle_timeout");
+      assert.equal((await readAll(server)).length, 0, "the upstream socket was closed");
+      assert.equal((await readAll(client)).length, 0, "the client socket was closed");
+      client.close();
+      server.close();
+    }
+    {
+      const stop = new AbortController();
+      const { client, server, done } = await setUp(relay, new Uint8Array(0), {
+        signal: stop.signal,
+      });
+      stop.abort();
+      assert.equal((await done).error, "aborted");
+      client.close();
+      server.close();
+    }
+    {
+      const { client, server, done } = await setUp(relay, new Uint8Array(0));
+      await writeAll(client, random(16 << 10));
+      await new Promise((resolve) => setTimeout(resolve, 200)); // relayed, never read
+      server.close(); // unread data: the kernel resets the connection
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      await writeAll(client, random(16 << 10)).catch(() => {}); // meets the reset upstream
+      const result = await done;
+      assert.ok(result.error !== undefined, JSON.stringify(result));
+      client.close();
+    }
+    assert.equal(relay.size, 0);
+  }));
+
+Deno.test("kernel relay: a refused connect is an error word, and the client is closed", () =>
+  withRelay(async (relay) => {
+    const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const port = closed.addr.port;
+    closed.close();
+    for (const address of ["127.0.0.1", "::1"]) {
+      const front = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+      const client = await Deno.connect({ hostname: "127.0.0.1", port: front.addr.port });
+      const accepted = await front.accept();
+      front.close();
+      const result = await relay.relay(
+        rawFdOf(accepted, fdSymbol)!,
+        () => accepted.close(),
+        address,
+        port,
+        new Uint8Array([1]),
+        { connectTimeoutMs: 2_000, idleTimeoutMs: 2_000 },
+      );
+      assert.deepEqual(result, { up: 1, down: 0, error: "connect_ECONNREFUSED" });
+      assert.equal((await readAll(client)).length, 0);
+      client.close();
+    }
+  }));
+
+Deno.test("kernel relay: after close, relays are refused and the socket is still released", async () => {
+  const relay = await KernelRelay.open(libcPath, fdSymbol);
+  await relay.close();
+  const front = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const client = await Deno.connect({ hostname: "127.0.0.1", port: front.addr.port });
+  const accepted = await front.accept();
+  front.close();
+  let released = false;
+  const result = await relay.relay(
+    rawFdOf(accepted, fdSymbol)!,
+    () => {
+      released = true;
+      accepted.close();
+    },
+    "127.0.0.1",
+    9,
+    new Uint8Array(0),
+    { connectTimeoutMs: 1_000, idleTimeoutMs: 1_000 },
+  );
+  assert.equal(result.error, "aborted");
+  assert.ok(released);
+  client.close();
 });
