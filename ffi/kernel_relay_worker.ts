@@ -18,13 +18,9 @@
 
 /// <reference lib="deno.worker" />
 
-import {
-  AF_INET,
-  AF_INET6,
-  decodeSockaddr,
-  encodeSockaddrIn,
-  encodeSockaddrIn6,
-} from "./sockaddr.ts";
+import { AF_INET, AF_INET6, encodeSockaddrIn, encodeSockaddrIn6 } from "./sockaddr.ts";
+import { socketAddressOf } from "./conn_fd.ts";
+import { openLibc } from "./libc.ts";
 import { ERRNO_SYMBOLS, errnoName, errnoReader } from "./errno.ts";
 import { formatEndpoint } from "../src/ip_address.ts";
 import type { RelayCommand, RelayReport, WorkerInit } from "./kernel_relay.ts";
@@ -37,8 +33,6 @@ const SYMBOLS = {
   shutdown: { parameters: ["i32", "i32"], result: "i32" },
   close: { parameters: ["i32"], result: "i32" },
   setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
-  getsockopt: { parameters: ["i32", "i32", "i32", "buffer", "buffer"], result: "i32" },
-  getsockname: { parameters: ["i32", "buffer", "buffer"], result: "i32" },
   epoll_create1: { parameters: ["i32"], result: "i32" },
   epoll_ctl: { parameters: ["i32", "i32", "i32", "buffer"], result: "i32" },
   // Blocks this worker's thread, and only it: that is the point of the worker.
@@ -127,6 +121,8 @@ const settings = await new Promise<WorkerInit>((resolve) => {
   };
 });
 const lib = Deno.dlopen(settings.libcPath, SYMBOLS);
+/** The project's libc wrapper, for the calls it already has (socket addresses, options). */
+const libc = openLibc([settings.libcPath]);
 const s = lib.symbols;
 const readErrno = errnoReader(s);
 
@@ -244,25 +240,17 @@ function connected(r: Relayed, now: number): void {
 
 /** The socket's local endpoint as `address:port`, for the proxy's loop check; "" if unknown. */
 function localEndpoint(fd: number): string {
-  const addr = new Uint8Array(128);
-  const length = new Uint32Array([addr.length]);
-  if (s.getsockname(fd, addr, new Uint8Array(length.buffer)) !== 0) return "";
-  const decoded = decodeSockaddr(addr, length[0]);
-  return decoded === null ? "" : formatEndpoint(decoded.address, decoded.port);
+  const local = socketAddressOf(libc, fd, "getsockname");
+  return local.ok ? formatEndpoint(local.address.address, local.address.port) : "";
 }
 
 /** The socket's pending error (`SO_ERROR`) as an errno name; `OK` when there is none. */
 function socketError(fd: number): string {
   const value = new Int32Array(1);
   const length = new Uint32Array([4]);
-  const rc = s.getsockopt(
-    fd,
-    SOL_SOCKET,
-    SO_ERROR,
-    new Uint8Array(value.buffer),
-    new Uint8Array(length.buffer),
-  );
-  if (rc !== 0) return errnoName(readErrno());
+  if (libc.getsockopt(fd, SOL_SOCKET, SO_ERROR, new Uint8Array(value.buffer), length) !== 0) {
+    return errnoName(libc.errno());
+  }
   return value[0] === 0 ? "OK" : errnoName(value[0]);
 }
 
