@@ -2,14 +2,14 @@ import assert from "node:assert/strict";
 import { fdSymbolOf, rawFdOf } from "../ffi/conn_fd.ts";
 import { KernelRelay, type KernelRelayOptions } from "../ffi/kernel_relay.ts";
 import { openLibc } from "../ffi/libc.ts";
+import { freePort, readToEnd as readAll, tcpPair, writeAll } from "./fixtures/core_net.ts";
 
 const libcPath = openLibc().path;
 const fdSymbol = await (async () => {
-  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
-  const accepted = await listener.accept();
-  const symbol = fdSymbolOf(accepted)!;
-  for (const c of [accepted, client, listener]) c.close();
+  const { a, b } = await tcpPair();
+  const symbol = fdSymbolOf(b)!;
+  a.close();
+  b.close();
   return symbol;
 })();
 
@@ -24,38 +24,14 @@ function random(n: number): Uint8Array {
   return out;
 }
 
-async function writeAll(conn: Deno.Conn, bytes: Uint8Array) {
-  for (let at = 0; at < bytes.length;) at += await conn.write(bytes.subarray(at));
-}
-
-async function readAll(conn: Deno.Conn, limit = 1 << 30): Promise<Uint8Array> {
-  const parts: Uint8Array[] = [];
-  const buf = new Uint8Array(65536);
-  let total = 0;
-  try {
-    for (let n = await conn.read(buf); n !== null && total < limit; n = await conn.read(buf)) {
-      parts.push(buf.slice(0, n));
-      total += n;
-    }
-  } catch {
-    // A reset ends the stream too.
-  }
-  const out = new Uint8Array(total);
-  let at = 0;
-  for (const p of parts) out.set(p, (at += p.length) - p.length);
-  return out;
-}
-
 /** client ⇄ [accepted: taken from Deno] relay thread [its own upstream socket] ⇄ server */
 async function setUp(
   relay: KernelRelay,
   first: Uint8Array,
   options: Partial<KernelRelayOptions> = {},
 ) {
-  const front = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const back = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const client = await Deno.connect({ hostname: "127.0.0.1", port: front.addr.port });
-  const accepted = await front.accept();
+  const { a: client, b: accepted } = await tcpPair();
   const fd = rawFdOf(accepted, fdSymbol)!;
   let local = "";
   const done = relay.relay(fd, () => accepted.close(), "127.0.0.1", back.addr.port, first, {
@@ -65,7 +41,6 @@ async function setUp(
     ...options,
   });
   const server = await back.accept();
-  front.close();
   back.close();
   return { client, server, done, local: () => local };
 }
@@ -158,14 +133,9 @@ Deno.test("kernel relay: idle deadline, abort and a peer reset each end it with 
 
 Deno.test("kernel relay: a refused connect is an error word, and the client is closed", () =>
   withRelay(async (relay) => {
-    const closed = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const port = closed.addr.port;
-    closed.close();
+    const port = freePort();
     for (const address of ["127.0.0.1", "::1"]) {
-      const front = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-      const client = await Deno.connect({ hostname: "127.0.0.1", port: front.addr.port });
-      const accepted = await front.accept();
-      front.close();
+      const { a: client, b: accepted } = await tcpPair();
       const result = await relay.relay(
         rawFdOf(accepted, fdSymbol)!,
         () => accepted.close(),
@@ -183,10 +153,7 @@ Deno.test("kernel relay: a refused connect is an error word, and the client is c
 Deno.test("kernel relay: after close, relays are refused and the socket is still released", async () => {
   const relay = await KernelRelay.open(libcPath, fdSymbol);
   await relay.close();
-  const front = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const client = await Deno.connect({ hostname: "127.0.0.1", port: front.addr.port });
-  const accepted = await front.accept();
-  front.close();
+  const { a: client, b: accepted } = await tcpPair();
   let released = false;
   const result = await relay.relay(
     rawFdOf(accepted, fdSymbol)!,
