@@ -252,12 +252,13 @@ export class KernelRelay {
   /** The process's epoll descriptors among the first few hundred fds (this thread's own too). */
   #eventpollFds(): number[] {
     const target = new Uint8Array(64);
+    const decoder = new TextDecoder();
     const found: number[] = [];
     for (let fd = 0; fd < REACTOR_FD_SCAN; fd++) {
       const n = Number(
         this.#lib.symbols.readlink(cString(`/proc/self/fd/${fd}`), target, BigInt(target.length)),
       );
-      if (n > 0 && new TextDecoder().decode(target.subarray(0, n)) === "anon_inode:[eventpoll]") {
+      if (n > 0 && decoder.decode(target.subarray(0, n)) === "anon_inode:[eventpoll]") {
         found.push(fd);
       }
     }
