@@ -5,6 +5,7 @@
  */
 
 import { KernelRelay } from "../ffi/kernel_relay.ts";
+import { Admission, type Refusal } from "./admission.ts";
 import type { Libc } from "../ffi/libc.ts";
 import { canonicalAddress, formatEndpoint } from "./ip_address.ts";
 import type { Config } from "./config.ts";
@@ -30,7 +31,7 @@ export class ProxyServer {
   readonly #fdSymbol: symbol;
   readonly #listeners: { listener: Deno.TcpListener; proto: Proto }[] = [];
   readonly #active = new Set<Promise<void>>();
-  readonly #perSource = new Map<string, number>();
+  readonly #admission = new Admission();
   readonly #upstreamEndpoints = new Set<string>();
   readonly #stop = new AbortController();
   #localAddresses = new Set<string>();
@@ -70,7 +71,7 @@ export class ProxyServer {
 
   /** Connections being handled now. */
   get activeConnections(): number {
-    return this.#active.size;
+    return this.#admission.active;
   }
 
   /** The bound listeners' addresses. */
@@ -167,32 +168,15 @@ export class ProxyServer {
   #admit(conn: Deno.TcpConn, proto: Proto): void {
     const config = this.#config;
     const source = canonicalAddress(conn.remoteAddr.hostname);
-    const fromSource = this.#perSource.get(source) ?? 0;
-    if (
-      this.#active.size >= config.maxConnections ||
-      (config.maxConnectionsPerSource > 0 && fromSource >= config.maxConnectionsPerSource)
-    ) {
-      // Refused at once, never queued. Logged at most once a second: a flood must not
-      // turn into a flood of log lines.
+    const refusal = this.#admission.admit(
+      source,
+      config.maxConnections,
+      config.maxConnectionsPerSource,
+    );
+    if (refusal !== null) {
       closeQuietly(conn);
-      const reason = this.#active.size >= config.maxConnections
-        ? "too_many_connections"
-        : "per_source_limit";
-      this.#metrics.connection(proto, "denied", reason);
-      const now = Date.now();
-      if (now - this.#limitLogged >= 1000) {
-        this.#limitLogged = now;
-        logEvent({
-          event: "DENIED",
-          proto,
-          peer: source,
-          dst: "-",
-          reason,
-        });
-      }
-      return;
+      return this.#refused(proto, source, refusal);
     }
-    this.#perSource.set(source, fromSource + 1);
     this.#metrics.opened();
     const task = handleConnection(conn, proto, {
       config,
@@ -208,11 +192,21 @@ export class ProxyServer {
     }, source).finally(() => {
       this.#metrics.closed();
       this.#active.delete(task);
-      const left = (this.#perSource.get(source) ?? 1) - 1;
-      if (left === 0) this.#perSource.delete(source);
-      else this.#perSource.set(source, left);
+      this.#admission.release(source);
     });
     this.#active.add(task);
+  }
+
+  /**
+   * Counts and logs a connection refused at the door. It was never queued; the log line is
+   * written at most once a second, so a flood does not turn into a flood of log lines.
+   */
+  #refused(proto: Proto, source: string, reason: Refusal): void {
+    this.#metrics.connection(proto, "denied", reason);
+    const now = Date.now();
+    if (now - this.#limitLogged < 1000) return;
+    this.#limitLogged = now;
+    logEvent({ event: "DENIED", proto, peer: source, dst: "-", reason });
   }
 
   /**
