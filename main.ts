@@ -51,6 +51,7 @@ function restartOnlyChanges(old: Config, next: Config): string[] {
   }
   if (old.logLevel !== next.logLevel) changed.push("LOG_LEVEL");
   if (old.logFormat !== next.logFormat) changed.push("LOG_FORMAT");
+  if (old.relay !== next.relay) changed.push("RELAY");
   return changed;
 }
 
@@ -152,6 +153,7 @@ async function applyReload(
     listenAddresses: old.listenAddresses,
     logLevel: old.logLevel,
     logFormat: old.logFormat,
+    relay: old.relay,
   };
   metrics.reload(true);
   const hash = await policyHash(invocation.config);

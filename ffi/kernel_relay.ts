@@ -1,75 +1,123 @@
 /**
- * A relay outside the JavaScript socket API, for connections whose decision is made and whose
- * bytes need no more inspection (TLS after the ClientHello). The client's socket leaves Deno
- * (its fd is duplicated, then `Deno.Conn` is closed); the upstream socket is created and
- * connected through libc; one worker thread relays all of them (`kernel_relay_worker.ts`).
+ * The TLS plane: accepting, reading the ClientHello and relaying decided TLS connections on a
+ * thread of its own, through libc (`kernel_relay_worker.ts`), while the main thread keeps the
+ * decisions (policy, DNS, destination pinning, logs and metrics).
  *
- * Why: a relay through `Deno.Conn` keeps a pending `read()` (and its buffer and promise) on
- * both sockets of every idle connection, about 16 KiB of Deno's own per connection, and pays
- * one runtime op per read, write, shutdown and close. Here an idle connection costs its two
- * kernel sockets, an epoll entry and two small records, and the copying runs on a thread of
- * its own that blocks in `epoll_wait` like an event loop written in C.
+ * The TLS listeners stay Deno's (bound, reported and closed as before), but nothing in Deno
+ * accepts on them: each listener's socket is duplicated for the thread and taken out of
+ * Deno's reactor. The thread accepts, counts each connection against the shared limits, reads
+ * its ClientHello and sends the parsed hello here; {@link KernelRelay.forward} or
+ * {@link KernelRelay.dismiss} answers it.
+ *
+ * Why: through `Deno.Conn`, a TLS connection costs an accept, a read, a connect and a write
+ * per direction as runtime ops with their promises, timers and buffers, and an idle relay
+ * holds a pending read (about 16 KiB) on each socket. Here the main thread sees two messages
+ * per connection, and an idle connection costs its two kernel sockets, an epoll entry and a
+ * small record.
  * @module
  */
 
 import { ERRNO_SYMBOLS, errnoName, errnoReader } from "./errno.ts";
-import { rawFdOf } from "./conn_fd.ts";
+import { socketAddressOf } from "./conn_fd.ts";
+import { type Libc, openLibc } from "./libc.ts";
+import type { OriginalDstResult } from "./original_dst.ts";
+import type { Admission, AdmissionShare, Refusal } from "../src/admission.ts";
+import { canonicalAddress } from "../src/ip_address.ts";
+import type { ClientHelloScan } from "../src/tls_client_hello.ts";
 
 /** What a finished relay moved, and why it ended (as `relay.ts` reports it). */
 export interface KernelRelayResult {
   up: number;
   down: number;
+  /** How long the upstream connect took, if it completed. */
+  connectMs?: number;
   error?: string;
 }
 
-/** Options of {@link KernelRelay.relay}. */
-export interface KernelRelayOptions {
+/** Options of {@link KernelRelay.forward}. */
+export interface ForwardOptions {
   connectTimeoutMs: number;
   idleTimeoutMs: number;
-  /** Ends the relay at once (graceful stop past its drain period). */
-  signal?: AbortSignal;
-  /** Called once the upstream is connected, with its local `address:port` ("" if unknown). */
-  onConnected?: (local: string) => void;
+}
+
+/** Why reading a ClientHello ended without one (as `preamble.ts` words it). */
+export type ReadFailure = "timeout" | "closed" | "too_large" | "read_error";
+
+/** A connection the thread accepted, with its ClientHello read (or why it could not be). */
+export interface Greeting {
+  /** Names the connection in {@link KernelRelay.forward} and {@link KernelRelay.dismiss}. */
+  id: number;
+  listenId: number;
+  /** The client's canonical address, and port. */
+  source: string;
+  port: number;
+  /** The destination the client dialled, as conntrack remembers it. */
+  origin: OriginalDstResult;
+  /** The client is one of the thread's own upstream sockets: the proxy's traffic came back. */
+  loop: boolean;
+  /** When the connection was accepted (milliseconds since the epoch). */
+  accepted: number;
+  /** The parsed hello; on failure the connection is closed already and needs no answer. */
+  read:
+    | { ok: true; hello: Exclude<ClientHelloScan, { kind: "incomplete" }> }
+    | { ok: false; reason: ReadFailure };
+}
+
+/** What the thread applies to connections it accepts. */
+export interface PlaneSettings {
+  firstBytesTimeoutMs: number;
+  maxConnections: number;
+  maxConnectionsPerSource: number;
+}
+
+/** Where the thread's news about one listener goes. */
+export interface ListenerHandlers {
+  /** Every accepted connection, once its hello is read or reading it failed. */
+  greeting(greeting: Greeting): void;
+  /** A connection refused at the door by the limits (closed at once). */
+  refused(source: string, reason: Refusal): void;
+  /** accept() failed (e.g. out of descriptors); the listener pauses for a moment. */
+  acceptError(error: string): void;
 }
 
 /** First message to the worker. */
 export interface WorkerInit {
   libcPath: string;
   eventFd: number;
-  /** [0]: messages posted to the worker so far (it reads its inbox until it has them all). */
+  /** [0]: batches posted to the worker so far (it reads its inbox until it has them all). */
   posted: Int32Array;
+  admission: AdmissionShare;
+  settings: PlaneSettings;
 }
 
-/** What the main thread asks of the worker. */
+/** What the main thread asks of the worker (posted in batches). */
 export type RelayCommand =
+  | { kind: "listen"; listenId: number; fd: number }
+  | { kind: "unlisten"; listenId?: number }
+  | { kind: "settings"; settings: PlaneSettings }
   | {
-    kind: "relay";
+    kind: "forward";
     id: number;
-    /** The client's socket, duplicated: the worker owns and closes it. */
-    clientFd: number;
     address: string;
     port: number;
-    /** Sent upstream before anything else (the ClientHello). */
-    first: Uint8Array;
     connectTimeoutMs: number;
     idleTimeoutMs: number;
   }
-  | { kind: "abort"; id: number }
+  | { kind: "dismiss"; id: number }
   | { kind: "stop" };
 
-/** What the worker tells the main thread. */
+/** What the worker tells the main thread (sent in batches). */
 export type RelayReport =
-  | { kind: "connected"; id: number; local: string }
-  | { kind: "done"; id: number; up: number; down: number; error?: string }
+  | { kind: "greeting"; greeting: Greeting }
+  | { kind: "refused"; listenId: number; source: string; reason: Refusal }
+  | { kind: "accept_error"; listenId: number; error: string }
+  | { kind: "done"; id: number; up: number; down: number; connectMs?: number; error?: string }
   | { kind: "failed"; error: string }
   | { kind: "stopped" };
 
 const SYMBOLS = {
   fcntl: { parameters: ["i32", "i32", "i32"], result: "i32" },
-  dup3: { parameters: ["i32", "i32", "i32"], result: "i32" },
   eventfd: { parameters: ["u32", "i32"], result: "i32" },
-  open: { parameters: ["buffer", "i32"], result: "i32" },
-  read: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   readlink: { parameters: ["buffer", "buffer", "usize"], result: "isize" },
   write: { parameters: ["i32", "buffer", "usize"], result: "isize" },
   close: { parameters: ["i32"], result: "i32" },
@@ -78,11 +126,11 @@ const SYMBOLS = {
 } as const;
 
 const F_DUPFD_CLOEXEC = 1030;
-const O_RDWR = 0o2;
-const O_CLOEXEC = 0o2000000;
 const EPOLL_CTL_DEL = 2;
-/** Deno's reactor is created at start-up: its epoll fd is among the first descriptors. */
-const REACTOR_FD_SCAN = 256;
+const SOL_SOCKET = 1;
+const SO_ACCEPTCONN = 30;
+/** Listeners and Deno's reactor are made at start-up: their fds are among the first. */
+const FD_SCAN = 1024;
 const EFD_NONBLOCK = 0o4000;
 const EFD_CLOEXEC = 0o2000000;
 const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
@@ -95,39 +143,39 @@ function cString(text: string): Uint8Array {
   return new TextEncoder().encode(`${text}\0`);
 }
 
-interface Pending {
-  resolve: (result: KernelRelayResult) => void;
-  onConnected?: (local: string) => void;
-  signal?: AbortSignal;
-  onAbort?: () => void;
-}
+type Pending = (result: KernelRelayResult) => void;
 
-/** The worker-thread relay; one per process. */
+/** The TLS plane's thread; one per process. */
 export class KernelRelay {
   readonly #lib: Deno.DynamicLibrary<typeof SYMBOLS>;
+  readonly #libc: Libc;
   readonly #readErrno: () => number;
   readonly #worker: Worker;
   readonly #eventFd: number;
   readonly #posted = new Int32Array(new SharedArrayBuffer(4));
   readonly #pending = new Map<number, Pending>();
-  /** Open on /dev/null: put in place of a detached socket's fd for Deno to close. */
-  readonly #placeholder: number;
-  /** epoll fds of Deno's reactor (found once by {@link KernelRelay.open}'s probe). */
-  #reactors: number[] = [];
-  #nextId = 1;
+  readonly #listeners = new Map<number, ListenerHandlers>();
+  #outbox: RelayCommand[] = [];
+  #nextListenId = 1;
   #failure: string | undefined;
   #stopped: Promise<void> | undefined;
   #onStopped: (() => void) | undefined;
+  /** The eventfd is closed: nothing may be posted any more. */
+  #gone = false;
 
   /**
-   * Starts the relay thread over the libc at `path` (the one `openLibc` found) and proves on a
-   * loopback connection that a socket can be taken from Deno and relayed; rejects with the
-   * reason otherwise (then use Deno's relay).
+   * Starts the thread over the libc at `path` (the one `openLibc` found), counting in
+   * `admission`, and proves on loopback that it can take a Deno listener, accept, read and
+   * relay; rejects with the reason otherwise (then Deno serves TLS itself).
    */
-  static async open(path: string, fdSymbol: symbol): Promise<KernelRelay> {
-    const relay = new KernelRelay(path);
+  static async open(
+    path: string,
+    admission: Admission,
+    settings: PlaneSettings,
+  ): Promise<KernelRelay> {
+    const relay = new KernelRelay(path, admission, settings);
     try {
-      await relay.#probe(fdSymbol);
+      await relay.#probe();
     } catch (error) {
       await relay.close();
       throw error;
@@ -135,126 +183,150 @@ export class KernelRelay {
     return relay;
   }
 
-  private constructor(path: string) {
+  private constructor(path: string, admission: Admission, settings: PlaneSettings) {
     this.#lib = Deno.dlopen(path, SYMBOLS);
     const s = this.#lib.symbols;
+    this.#libc = openLibc([path]);
     this.#readErrno = errnoReader(s);
     this.#eventFd = s.eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    this.#placeholder = s.open(cString("/dev/null"), O_RDWR | O_CLOEXEC);
-    if (this.#eventFd < 0 || this.#placeholder < 0) {
+    if (this.#eventFd < 0) {
       const error = errnoName(this.#readErrno());
-      for (const fd of [this.#eventFd, this.#placeholder]) if (fd >= 0) s.close(fd);
+      this.#libc.close();
       this.#lib.close();
       throw new Error(`kernel relay set-up failed: ${error}`);
     }
     this.#worker = new Worker(new URL("./kernel_relay_worker.ts", import.meta.url), {
       type: "module",
     });
-    this.#worker.onmessage = (e: MessageEvent<RelayReport>) => this.#received(e.data);
+    this.#worker.onmessage = (e: MessageEvent<RelayReport[]>) => {
+      for (const report of e.data) this.#received(report);
+    };
     this.#worker.onerror = (e: ErrorEvent) => {
       e.preventDefault();
       this.#fail(`worker_${e.message}`);
     };
-    const init: WorkerInit = { libcPath: path, eventFd: this.#eventFd, posted: this.#posted };
+    const init: WorkerInit = {
+      libcPath: path,
+      eventFd: this.#eventFd,
+      posted: this.#posted,
+      admission: admission.share,
+      settings,
+    };
     this.#worker.postMessage(init);
   }
 
-  /** Connections being connected or relayed now. */
+  /** Connections forwarded and not yet ended. */
   get size(): number {
     return this.#pending.size;
   }
 
   /**
-   * Takes over `clientFd` (Deno's fd of an accepted connection): duplicates it for the relay
-   * thread and calls `release`, which must close the `Deno.Conn` now. Then connects to
-   * `address:port`, sends `first` and relays both ways until both directions have ended,
-   * either side fails, the idle deadline passes or `signal` aborts. Never rejects: failures
-   * are error words (`connect_ECONNREFUSED`, `connect_timeout`, `idle_timeout`, `aborted`).
+   * Hands accepting on `listener` to the thread; its connections are reported to `handlers`
+   * from now on, and Deno must never accept on it. Returns an id for {@link unlisten}, or an
+   * error word when the listener's socket could not be found or duplicated.
    */
-  relay(
-    clientFd: number,
-    release: () => void,
+  serve(listener: Deno.TcpListener, handlers: ListenerHandlers): number | string {
+    if (this.#failure !== undefined || this.#stopped !== undefined) return "relay_stopped";
+    const fd = this.#listenerFd(listener.addr);
+    if (fd === undefined) return "listener_not_found";
+    const dup = this.#lib.symbols.fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0) return `dup_${errnoName(this.#readErrno())}`;
+    // Deno's reactor would be woken by every connection arriving on a socket it never
+    // accepts on; best effort, since staying registered costs wake-ups only.
+    this.#unwatch(fd);
+    const listenId = this.#nextListenId++;
+    this.#listeners.set(listenId, handlers);
+    this.#post({ kind: "listen", listenId, fd: dup });
+    return listenId;
+  }
+
+  /**
+   * Stops accepting on one listener (or all). Connections already accepted go on: their
+   * greetings still reach the listener's handlers.
+   */
+  unlisten(listenId?: number): void {
+    this.#post({ kind: "unlisten", listenId });
+  }
+
+  /** New limits and first-bytes deadline for connections accepted from now on. */
+  configure(settings: PlaneSettings): void {
+    this.#post({ kind: "settings", settings });
+  }
+
+  /**
+   * Connects a greeted connection to `address:port`, sends its ClientHello and relays both
+   * ways until both directions have ended, either side fails, the idle deadline passes or the
+   * relay closes. Never rejects: failures are error words (`connect_ECONNREFUSED`,
+   * `connect_timeout`, `idle_timeout`, `aborted`).
+   */
+  forward(
+    id: number,
     address: string,
     port: number,
-    first: Uint8Array,
-    options: KernelRelayOptions,
+    options: ForwardOptions,
   ): Promise<KernelRelayResult> {
     if (this.#failure !== undefined || this.#stopped !== undefined) {
-      release();
       return Promise.resolve({ up: 0, down: 0, error: this.#failure ?? "aborted" });
     }
-    const dup = this.#detach(clientFd, release);
-    if (typeof dup === "string") return Promise.resolve({ up: 0, down: 0, error: dup });
-    if (options.signal?.aborted) {
-      this.#lib.symbols.close(dup);
-      return Promise.resolve({ up: 0, down: 0, error: "aborted" });
-    }
-    const id = this.#nextId++;
     return new Promise((resolve) => {
-      const pending: Pending = { resolve, onConnected: options.onConnected };
-      if (options.signal !== undefined) {
-        pending.signal = options.signal;
-        pending.onAbort = () => this.#post({ kind: "abort", id });
-        options.signal.addEventListener("abort", pending.onAbort, { once: true });
-      }
-      this.#pending.set(id, pending);
+      this.#pending.set(id, resolve);
       this.#post({
-        kind: "relay",
+        kind: "forward",
         id,
-        clientFd: dup,
         address,
         port,
-        // A copy of its own, moved to the worker: `first` may be a view of a larger buffer.
-        first: first.slice(),
         connectTimeoutMs: options.connectTimeoutMs,
         idleTimeoutMs: options.idleTimeoutMs,
       });
     });
   }
 
+  /** Closes a greeted connection without a word (a denial, or a stop). */
+  dismiss(id: number): void {
+    if (this.#failure === undefined && this.#stopped === undefined) {
+      this.#post({ kind: "dismiss", id });
+    }
+  }
+
   /**
-   * Takes a socket from Deno: a duplicate fd for the relay thread, the socket out of Deno's
-   * reactor, and /dev/null in place of Deno's fd. Then `release` closes the `Deno.Conn`
-   * without touching the socket: its close() would send a FIN (it shuts the socket down for
-   * writing), and its reactor would be woken by every event on a socket it no longer reads.
-   * Returns the new fd, or an error word.
+   * The fd of a Deno listener: the listening socket among the first fds whose local address
+   * is `addr` (no two listening sockets share one).
    */
-  #detach(fd: number, release: () => void): number | string {
-    const s = this.#lib.symbols;
-    const dup = s.fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    if (dup < 0) {
-      const error = `dup_${errnoName(this.#readErrno())}`;
-      release();
-      return error;
+  #listenerFd(addr: Deno.NetAddr): number | undefined {
+    const want = canonicalAddress(addr.hostname);
+    const flag = new Int32Array(1);
+    const flagLength = new Uint32Array(1);
+    for (let fd = 0; fd < FD_SCAN; fd++) {
+      const local = socketAddressOf(this.#libc, fd, "getsockname");
+      if (!local.ok || local.address.port !== addr.port) continue;
+      if (canonicalAddress(local.address.address) !== want) continue;
+      flagLength[0] = 4;
+      const listening = this.#libc.getsockopt(
+            fd,
+            SOL_SOCKET,
+            SO_ACCEPTCONN,
+            new Uint8Array(flag.buffer),
+            flagLength,
+          ) === 0 && flag[0] === 1;
+      if (listening) return fd;
     }
-    let error: string | undefined;
-    if (!this.#unwatch(fd)) error = "reactor_unknown";
-    else if (s.dup3(this.#placeholder, fd, O_CLOEXEC) < 0) {
-      error = `dup3_${errnoName(this.#readErrno())}`;
-    }
-    release();
-    if (error === undefined) return dup;
-    s.close(dup);
-    return error;
+    return undefined;
   }
 
-  /** Removes `fd` from Deno's reactor; false when no known reactor had it. */
-  #unwatch(fd: number): boolean {
-    if (this.#reactors.length === 0) this.#reactors = this.#eventpollFds();
-    let removed = false;
-    for (const epfd of this.#reactors) {
+  /** Removes `fd` from Deno's reactor (every epoll set of the process that has it). */
+  #unwatch(fd: number): void {
+    for (const epfd of this.#eventpollFds()) {
       // Succeeds only in an epoll set that has this very socket under this number.
-      if (this.#lib.symbols.epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NO_EVENT) === 0) removed = true;
+      this.#lib.symbols.epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NO_EVENT);
     }
-    return removed;
   }
 
-  /** The process's epoll descriptors among the first few hundred fds (this thread's own too). */
+  /** The process's epoll descriptors among the first fds. */
   #eventpollFds(): number[] {
     const target = new Uint8Array(64);
     const decoder = new TextDecoder();
     const found: number[] = [];
-    for (let fd = 0; fd < REACTOR_FD_SCAN; fd++) {
+    for (let fd = 0; fd < FD_SCAN; fd++) {
       const n = Number(
         this.#lib.symbols.readlink(cString(`/proc/self/fd/${fd}`), target, BigInt(target.length)),
       );
@@ -265,38 +337,56 @@ export class KernelRelay {
     return found;
   }
 
-  /** A loopback connection taken from Deno and written to through its duplicate. */
-  async #probe(fdSymbol: symbol): Promise<void> {
+  /**
+   * A loopback listener served by the thread: a client connects and sends a byte, the greeting
+   * arrives, and the forwarded connection carries the byte to a loopback upstream.
+   */
+  async #probe(): Promise<void> {
     const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-    const cleanup: (() => void)[] = [() => listener.close()];
+    const upstream = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+    const cleanup: (() => void)[] = [() => listener.close(), () => upstream.close()];
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error("kernel relay: the probe connection was not relayed in time")),
+        PROBE_TIMEOUT_MS,
+      );
+    });
     try {
-      const client = await Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port });
-      cleanup.push(() => client.close());
-      const accepted = await listener.accept();
-      const fd = rawFdOf(accepted, fdSymbol);
-      if (fd === undefined) {
-        accepted.close();
-        throw new Error("kernel relay: accepted connection has no fd");
+      let greeted: (g: Greeting) => void = () => {};
+      const greeting = new Promise<Greeting>((resolve) => greeted = resolve);
+      const listenId = this.serve(listener, {
+        greeting: (g) => greeted(g),
+        refused: () => {},
+        acceptError: () => {},
+      });
+      if (typeof listenId === "string") {
+        throw new Error(`kernel relay: cannot take a listener from Deno: ${listenId}`);
       }
-      const dup = this.#detach(fd, () => accepted.close());
-      if (typeof dup === "string") {
-        throw new Error(`kernel relay: cannot take a socket from Deno: ${dup}`);
-      }
-      const wrote = Number(this.#lib.symbols.write(dup, PROBE, BigInt(PROBE.length)));
-      this.#lib.symbols.close(dup);
-      const got = new Uint8Array(PROBE.length + 1);
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const n = wrote !== PROBE.length ? null : await Promise.race([
-        client.read(got).catch(() => null),
-        new Promise<null>((resolve) => timer = setTimeout(() => resolve(null), PROBE_TIMEOUT_MS)),
+      cleanup.unshift(() => this.unlisten(listenId));
+      const client = await Promise.race([
+        Deno.connect({ hostname: "127.0.0.1", port: listener.addr.port }),
+        timeout,
       ]);
-      clearTimeout(timer);
+      cleanup.push(() => client.close());
+      await client.write(PROBE);
+      const g = await Promise.race([greeting, timeout]);
+      const done = this.forward(g.id, "127.0.0.1", upstream.addr.port, {
+        connectTimeoutMs: PROBE_TIMEOUT_MS,
+        idleTimeoutMs: PROBE_TIMEOUT_MS,
+      });
+      const server = await Promise.race([upstream.accept(), timeout]);
+      cleanup.push(() => server.close());
+      const got = new Uint8Array(PROBE.length + 1);
+      const n = await Promise.race([server.read(got), timeout]);
       if (n !== PROBE.length || got[0] !== PROBE[0]) {
-        throw new Error(
-          "kernel relay: a socket taken from Deno did not carry bytes (probe failed)",
-        );
+        throw new Error("kernel relay: the probe connection did not carry its bytes");
       }
+      client.close();
+      server.close();
+      await Promise.race([done, timeout]);
     } finally {
+      clearTimeout(timer);
       for (const close of cleanup.reverse()) {
         try {
           close();
@@ -307,7 +397,7 @@ export class KernelRelay {
     }
   }
 
-  /** Ends every relay (reported as `aborted`) and the thread; waits at most `timeoutMs`. */
+  /** Ends every connection (relays reported as `aborted`) and the thread; waits at most `timeoutMs`. */
   close(timeoutMs = 2_000): Promise<void> {
     if (this.#stopped === undefined) {
       this.#stopped = new Promise<void>((resolve) => {
@@ -315,9 +405,10 @@ export class KernelRelay {
         this.#onStopped = () => {
           clearTimeout(timer);
           this.#onStopped = undefined;
+          this.#gone = true;
           this.#worker.terminate();
           this.#lib.symbols.close(this.#eventFd);
-          this.#lib.symbols.close(this.#placeholder);
+          this.#libc.close();
           this.#lib.close();
           // Whatever the worker did not report (it was stuck or gone) ends here.
           for (const id of [...this.#pending.keys()]) {
@@ -332,18 +423,36 @@ export class KernelRelay {
     return this.#stopped;
   }
 
+  /**
+   * Queues a command; the queue goes to the thread in one message once the current task's
+   * synchronous work (and its microtasks) is done, so a batch of decisions costs one wake-up.
+   */
   #post(command: RelayCommand): void {
-    const transfer = command.kind === "relay" ? [command.first.buffer as ArrayBuffer] : [];
-    this.#worker.postMessage(command, transfer);
+    this.#outbox.push(command);
+    if (this.#outbox.length === 1) queueMicrotask(() => this.#flush());
+  }
+
+  #flush(): void {
+    const batch = this.#outbox;
+    this.#outbox = [];
+    if (this.#gone || batch.length === 0) return;
+    this.#worker.postMessage(batch);
     Atomics.add(this.#posted, 0, 1);
     this.#lib.symbols.write(this.#eventFd, ONE, 8n);
   }
 
   #received(report: RelayReport): void {
     switch (report.kind) {
-      case "connected":
-        this.#pending.get(report.id)?.onConnected?.(report.local);
+      case "greeting": {
+        const handlers = this.#listeners.get(report.greeting.listenId);
+        if (handlers !== undefined) return handlers.greeting(report.greeting);
+        if (report.greeting.read.ok) this.dismiss(report.greeting.id); // nobody to decide it
         return;
+      }
+      case "refused":
+        return this.#listeners.get(report.listenId)?.refused(report.source, report.reason);
+      case "accept_error":
+        return this.#listeners.get(report.listenId)?.acceptError(report.error);
       case "done": {
         const { id: _, kind: __, ...result } = report;
         return this.#settle(report.id, result);
@@ -359,10 +468,7 @@ export class KernelRelay {
     const pending = this.#pending.get(id);
     if (pending === undefined) return;
     this.#pending.delete(id);
-    if (pending.onAbort !== undefined) {
-      pending.signal?.removeEventListener("abort", pending.onAbort);
-    }
-    pending.resolve(result);
+    pending(result);
   }
 
   /** The thread is gone: every relay in flight ends, and new ones are refused with `error`. */

@@ -63,8 +63,21 @@ function lookup(libc: Libc, conn: Deno.TcpConn, fdSymbol: symbol): OriginalDstRe
     return { ok: false, reason: "fd_mismatch" };
   }
 
+  return originalDestinationOfFd(libc, fd, local.address);
+}
+
+/**
+ * The original destination of the accepted socket `fd` whose local address is `local`, for a
+ * caller that accepted the socket itself and so knows the fd is that connection's. Never
+ * throws.
+ */
+export function originalDestinationOfFd(
+  libc: Libc,
+  fd: number,
+  local: SocketAddress,
+): OriginalDstResult {
   // v4-mapped locals canonicalise to dotted quads: their conntrack entry is IPv4.
-  const v4 = !canonicalAddress(local.address.address).includes(":");
+  const v4 = !canonicalAddress(local.address).includes(":");
   const buf = new Uint8Array(SOCKADDR_STORAGE_SIZE);
   const len = new Uint32Array([buf.length]);
   const level = v4 ? SOL_IP : SOL_IPV6;
@@ -77,8 +90,8 @@ function lookup(libc: Libc, conn: Deno.TcpConn, fdSymbol: symbol): OriginalDstRe
     return { ok: false, reason: "getsockopt_bad_sockaddr" };
   }
   const redirected = !(
-    canonicalAddress(destination.address) === canonicalAddress(local.address.address) &&
-    destination.port === local.address.port
+    canonicalAddress(destination.address) === canonicalAddress(local.address) &&
+    destination.port === local.port
   );
   return { ok: true, destination, redirected };
 }

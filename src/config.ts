@@ -98,8 +98,9 @@ export const SETTINGS: readonly Setting[] = [
   {
     key: "RELAY",
     defaultValue: "kernel",
-    help: "kernel: decided TLS connections leave Deno's sockets for a relay thread on libc's " +
-      "epoll (faster bulk, less CPU per byte); deno: Deno's sockets. HTTP always uses Deno's.",
+    help: "kernel: TLS connections are accepted, read and relayed by a thread of their own " +
+      "on libc's epoll (decisions stay on the main thread); deno: Deno's sockets. HTTP " +
+      "always uses Deno's. Read at start-up only.",
   },
   { key: "HTTP_PORT", defaultValue: "8080", help: "Port of the HTTP listener (Host checked)." },
   { key: "HTTPS_PORT", defaultValue: "8443", help: "Port of the TLS listener (SNI checked)." },

@@ -6,10 +6,9 @@
  * @module
  */
 
-import { rawFdOf } from "../ffi/conn_fd.ts";
-import type { KernelRelay, KernelRelayOptions, KernelRelayResult } from "../ffi/kernel_relay.ts";
+import type { Greeting, KernelRelay } from "../ffi/kernel_relay.ts";
 import type { Libc } from "../ffi/libc.ts";
-import { originalDestination } from "../ffi/original_dst.ts";
+import { originalDestination, type OriginalDstResult } from "../ffi/original_dst.ts";
 import type { SocketAddress } from "../ffi/sockaddr.ts";
 import { canonicalAddress, formatEndpoint } from "./ip_address.ts";
 import type { Allowlist } from "./allowlist.ts";
@@ -25,7 +24,11 @@ import { readPreamble } from "./preamble.ts";
 import { relay, type UpstreamInspector } from "./relay.ts";
 import { closeQuietly, errorName, writeAll } from "./socket.ts";
 import { selectAllowlist } from "./source_policy.ts";
-import { MAX_CLIENT_HELLO_BYTES, scanClientHello } from "./tls_client_hello.ts";
+import {
+  type ClientHelloScan,
+  MAX_CLIENT_HELLO_BYTES,
+  scanClientHello,
+} from "./tls_client_hello.ts";
 
 /** Which listener accepted the connection. */
 export type Proto = "HTTP" | "HTTPS";
@@ -40,11 +43,12 @@ export interface ConnectionContext {
   readonly fdSymbol: symbol;
   readonly dns: DnsCache;
   readonly metrics: ProxyMetrics;
-  /** The libc relay, when `RELAY=kernel`: decided TLS connections go through it. */
-  readonly kernel?: KernelRelay;
   /** True when an address:port is one of the proxy's own listeners (never connect there). */
   readonly isOwnListener: (address: string, port: number) => boolean;
-  /** Local endpoints of upstream connections in flight, to recognise a routing loop. */
+  /**
+   * Local endpoints of Deno's upstream connections in flight, to recognise a routing loop (the
+   * TLS thread checks its own upstream sockets and says so in the greeting).
+   */
   readonly upstreamEndpoints: Set<string>;
   /** Aborts relays still running when a graceful stop's drain period is over. */
   readonly stopSignal: AbortSignal;
@@ -75,7 +79,6 @@ export async function handleConnection(
   const peer = formatEndpoint(source, remote.port);
   const fields: EventFields = { event: "DENIED", proto, peer, dst: "-" };
   const { config } = ctx;
-  const audit = config.mode === "audit";
   // When a graceful stop's drain period ends, a connection still reading its first bytes,
   // resolving or connecting is cut too (the relay watches the same signal).
   let connecting: AbortController | undefined;
@@ -86,75 +89,22 @@ export async function handleConnection(
   ctx.stopSignal.addEventListener("abort", onStop, { once: true });
   try {
     // Ask the kernel before reading: the fd is certainly this connection's now.
-    const origin = originalDestination(ctx.libc, conn, ctx.fdSymbol);
-    let destination: SocketAddress | undefined;
-    let dstProblem: string | undefined;
-    if (!origin.ok) dstProblem = "no_original_dst";
-    else {
-      destination = origin.destination;
-      fields.dst = formatEndpoint(destination.address, destination.port);
-      if (!origin.redirected) dstProblem = "not_redirected";
-      else if (
-        ctx.isOwnListener(destination.address, destination.port) ||
-        ctx.upstreamEndpoints.has(peer)
-      ) dstProblem = "loop";
-    }
-
+    const target = destinationOf(originalDestination(ctx.libc, conn, ctx.fdSymbol), ctx, fields);
     const allowlist = selectAllowlist(config.sourcePolicy, config.allowlist, source);
     const first = await readAndDecide(conn, proto, config, allowlist, fields);
     if (first === null) {
       ctx.metrics.connection(proto, "denied", fields.reason);
       return; // closed, timed out or too large while reading; logged
     }
-    let verdict = first.verdict;
-
-    // Where the client is not redirected to a real destination, nothing can be forwarded,
-    // whatever the mode.
-    if (dstProblem !== undefined || destination === undefined) {
-      return await deny(conn, proto, fields, ctx, {
-        allowed: false,
-        reason: dstProblem ?? "no_original_dst",
-        status: 403,
-      }, "the connection was not redirected to this proxy");
-    }
-    if (verdict.allowed && proto === "HTTPS" && first.ech && config.echPolicy === "deny") {
-      verdict = { allowed: false, reason: "ech", status: 403, name: verdict.name };
-    }
-    if (!verdict.allowed && !audit) return await deny(conn, proto, fields, ctx, verdict);
-
-    let connectTo: { address: string; port: number } = destination;
-    if (verdict.allowed && config.dstPolicy !== "off") {
-      const resolved = await untilAborted(ctx.dns.lookup(verdict.name), ctx.stopSignal);
-      if (resolved === null) return;
-      const pinned = decideDestination(config.dstPolicy, destination, resolved);
-      if (!pinned.ok) {
-        const denial: Denial = {
-          allowed: false,
-          reason: pinned.reason,
-          status: 403,
-          name: verdict.name,
-        };
-        if (!audit) return await deny(conn, proto, fields, ctx, denial);
-        verdict = denial;
-      } else {
-        connectTo = pinned.connectTo;
-        if (pinned.mismatch) fields.connect = formatEndpoint(connectTo.address, connectTo.port);
+    const outcome = await settle(proto, ctx, fields, target, first);
+    if (outcome === null) return;
+    if (!outcome.forward) {
+      if (proto === "HTTP") {
+        await refuseHttp(conn, denialResponse(outcome.denial.status, outcome.message));
       }
+      return;
     }
-
-    if (verdict.allowed) fields.event = "ALLOWED";
-    else {
-      // Audit mode: forwarded as if allowed, marked with what enforce mode would have done.
-      fields.event = "ALLOWED";
-      fields.would_deny = true;
-      fields.reason = verdict.reason;
-    }
-    logEvent(fields);
-    ctx.metrics.connection(proto, "allowed", verdict.allowed ? "none" : verdict.reason);
-
-    if (proto === "HTTPS" && ctx.kernel !== undefined) {
-      return await relayInKernel(conn, ctx.kernel, connectTo, first, fields, started, ctx);
-    }
+    const { connectTo, verdict } = outcome;
 
     const connectStarted = performance.now();
     connecting = new AbortController();
@@ -212,63 +162,159 @@ export async function handleConnection(
 }
 
 /**
- * The TLS relay through libc: the client's socket leaves Deno, the relay thread connects,
- * replays the ClientHello and relays; then the close is logged.
+ * A TLS connection accepted and read by the relay thread: decided here like any other, then
+ * forwarded (connected and relayed by the thread) or dismissed (closed without a word).
+ * Every greeting with a hello gets exactly one answer. Never rejects.
  */
-async function relayInKernel(
-  conn: Deno.TcpConn,
-  kernel: KernelRelay,
-  connectTo: { address: string; port: number },
-  first: { bytes: Uint8Array },
-  fields: EventFields,
-  started: number,
+export async function handleGreeting(
+  greeting: Greeting,
+  plane: KernelRelay,
   ctx: ConnectionContext,
 ): Promise<void> {
-  const clientFd = rawFdOf(conn, ctx.fdSymbol);
-  if (clientFd === undefined) return logClosed(fields, started, 0, 0, "no_fd");
-  const connectStarted = performance.now();
-  let upstreamEnd = "";
+  const { id, source, read } = greeting;
+  const peer = formatEndpoint(source, greeting.port);
+  const fields: EventFields = { event: "DENIED", proto: "HTTPS", peer, dst: "-" };
+  let answered = !read.ok; // a failed read was closed by the thread already
   try {
-    const moved = await handOff(
-      kernel,
-      clientFd,
-      () => closeQuietly(conn),
-      connectTo,
-      first,
-      {
-        connectTimeoutMs: ctx.config.connectTimeoutMs,
-        idleTimeoutMs: ctx.config.idleTimeoutMs,
-        signal: ctx.stopSignal,
-        onConnected: (local) => {
-          ctx.metrics.connectSeconds((performance.now() - connectStarted) / 1000);
-          upstreamEnd = local;
-          if (local !== "") ctx.upstreamEndpoints.add(local);
-        },
-      },
+    const target = destinationOf(greeting.origin, ctx, fields, greeting.loop);
+    if (!read.ok) {
+      logReadFailure(fields, read.reason);
+      ctx.metrics.connection("HTTPS", "denied", fields.reason);
+      return;
+    }
+    const { config } = ctx;
+    const allowlist = selectAllowlist(config.sourcePolicy, config.allowlist, source);
+    const outcome = await settle(
+      "HTTPS",
+      ctx,
+      fields,
+      target,
+      decideHello(read.hello, allowlist, fields),
     );
+    if (outcome === null || !outcome.forward) return;
+    const { connectTo } = outcome;
+    answered = true;
+    const moved = await plane.forward(id, connectTo.address, connectTo.port, {
+      connectTimeoutMs: config.connectTimeoutMs,
+      idleTimeoutMs: config.idleTimeoutMs,
+    });
+    if (moved.connectMs !== undefined) ctx.metrics.connectSeconds(moved.connectMs / 1000);
     ctx.metrics.bytes(moved.up, moved.down);
     fields.relay = "kernel";
-    logClosed(fields, started, moved.up, moved.down, moved.error);
+    logClosed(fields, greeting.accepted, moved.up, moved.down, moved.error);
+  } catch (error) {
+    log.error("connection handler failed: {error}", { error: errorName(error), peer });
   } finally {
-    if (upstreamEnd !== "") ctx.upstreamEndpoints.delete(upstreamEnd);
+    if (!answered) plane.dismiss(id);
   }
 }
 
+/** Where a connection was headed, or why it cannot be forwarded anywhere. */
+interface Target {
+  destination?: SocketAddress;
+  problem?: string;
+}
+
 /**
- * Gives the preamble to the kernel relay (which copies it) and drops it here, outside the
- * caller's async frame, so an idle connection does not keep the preamble buffer alive.
+ * Reads the original destination into the log fields, and finds what forbids forwarding to
+ * it: no original destination, not redirected (the proxy port dialled directly), or a loop.
  */
-function handOff(
-  kernel: KernelRelay,
-  clientFd: number,
-  release: () => void,
-  connectTo: { address: string; port: number },
-  first: { bytes: Uint8Array },
-  options: KernelRelayOptions,
-): Promise<KernelRelayResult> {
-  const bytes = first.bytes;
-  first.bytes = EMPTY;
-  return kernel.relay(clientFd, release, connectTo.address, connectTo.port, bytes, options);
+function destinationOf(
+  origin: OriginalDstResult,
+  ctx: ConnectionContext,
+  fields: EventFields,
+  fromOwnUpstream = false,
+): Target {
+  if (!origin.ok) return { problem: "no_original_dst" };
+  const destination = origin.destination;
+  fields.dst = formatEndpoint(destination.address, destination.port);
+  if (!origin.redirected) return { destination, problem: "not_redirected" };
+  if (
+    ctx.isOwnListener(destination.address, destination.port) ||
+    ctx.upstreamEndpoints.has(fields.peer) || fromOwnUpstream
+  ) return { destination, problem: "loop" };
+  return { destination };
+}
+
+/** What becomes of a decided connection; a denial is logged and counted already. */
+type Outcome =
+  | { forward: true; connectTo: { address: string; port: number }; verdict: Decision }
+  | { forward: false; denial: Denial; message: string };
+
+/**
+ * Everything between the first bytes and the upstream connect: the destination's problems,
+ * the ECH policy, audit mode and destination pinning (which may resolve the name). Logs the
+ * ALLOWED or DENIED line and counts it. Null when the proxy stopped meanwhile.
+ */
+async function settle(
+  proto: Proto,
+  ctx: ConnectionContext,
+  fields: EventFields,
+  target: Target,
+  first: { verdict: Decision; ech: boolean },
+): Promise<Outcome | null> {
+  const { config } = ctx;
+  const audit = config.mode === "audit";
+  let verdict = first.verdict;
+  const { destination } = target;
+  // Where the client is not redirected to a real destination, nothing can be forwarded,
+  // whatever the mode.
+  if (target.problem !== undefined || destination === undefined) {
+    return denied(proto, fields, ctx, {
+      allowed: false,
+      reason: target.problem ?? "no_original_dst",
+      status: 403,
+    }, "the connection was not redirected to this proxy");
+  }
+  if (verdict.allowed && proto === "HTTPS" && first.ech && config.echPolicy === "deny") {
+    verdict = { allowed: false, reason: "ech", status: 403, name: verdict.name };
+  }
+  if (!verdict.allowed && !audit) return denied(proto, fields, ctx, verdict);
+
+  let connectTo: { address: string; port: number } = destination;
+  if (verdict.allowed && config.dstPolicy !== "off") {
+    const resolved = await untilAborted(ctx.dns.lookup(verdict.name), ctx.stopSignal);
+    if (resolved === null) return null;
+    const pinned = decideDestination(config.dstPolicy, destination, resolved);
+    if (!pinned.ok) {
+      const denial: Denial = {
+        allowed: false,
+        reason: pinned.reason,
+        status: 403,
+        name: verdict.name,
+      };
+      if (!audit) return denied(proto, fields, ctx, denial);
+      verdict = denial;
+    } else {
+      connectTo = pinned.connectTo;
+      if (pinned.mismatch) fields.connect = formatEndpoint(connectTo.address, connectTo.port);
+    }
+  }
+
+  fields.event = "ALLOWED";
+  if (!verdict.allowed) {
+    // Audit mode: forwarded as if allowed, marked with what enforce mode would have done.
+    fields.would_deny = true;
+    fields.reason = verdict.reason;
+  }
+  logEvent(fields);
+  ctx.metrics.connection(proto, "allowed", verdict.allowed ? "none" : verdict.reason);
+  return { forward: true, connectTo, verdict };
+}
+
+/** Logs and counts a denial; the caller carries it out (a 4xx for HTTP, a close for TLS). */
+function denied(
+  proto: Proto,
+  fields: EventFields,
+  ctx: ConnectionContext,
+  denial: Denial,
+  message = denialMessage(denial),
+): Outcome {
+  fields.event = "DENIED";
+  fields.reason = denial.reason;
+  logEvent(fields);
+  ctx.metrics.connection(proto, "denied", denial.reason);
+  return { forward: false, denial, message };
 }
 
 /**
@@ -290,22 +336,6 @@ async function replayFirst(
   const verdict = await inspector(bytes, (chunk) => writeAll(upstream, chunk));
   if (!verdict.stop) return { up: bytes.length };
   return { up: bytes.length, refused: verdict.finalResponse ?? denialResponse(400, "refused") };
-}
-
-/** Logs, counts and carries out a denial: a 4xx for HTTP, a silent close for TLS. */
-async function deny(
-  conn: Deno.TcpConn,
-  proto: Proto,
-  fields: EventFields,
-  ctx: ConnectionContext,
-  denial: Denial,
-  message = denialMessage(denial),
-): Promise<void> {
-  fields.event = "DENIED";
-  fields.reason = denial.reason;
-  logEvent(fields);
-  ctx.metrics.connection(proto, "denied", denial.reason);
-  if (proto === "HTTP") await refuseHttp(conn, denialResponse(denial.status, message));
 }
 
 /** Reads the request head or ClientHello and decides; null when the read itself failed. */
@@ -336,14 +366,21 @@ async function readAndDecide(
     config.firstBytesTimeoutMs,
   );
   if (!read.ok) return readFailed(conn, proto, fields, read.reason);
-  const verdict = decideTls(read.verdict, allowlist);
+  return { ...decideHello(read.verdict, allowlist, fields), bytes: read.bytes };
+}
+
+/** Decides a parsed ClientHello, and puts its name, ALPN and ECH in the log fields. */
+function decideHello(
+  hello: Exclude<ClientHelloScan, { kind: "incomplete" }>,
+  allowlist: Allowlist,
+  fields: EventFields,
+): { verdict: Decision; ech: boolean } {
+  const verdict = decideTls(hello, allowlist);
   nameFields(fields, "sni", verdict);
-  const ech = read.verdict.kind === "hello" && read.verdict.ech;
-  if (read.verdict.kind === "hello" && read.verdict.alpn.length > 0) {
-    fields.alpn = read.verdict.alpn.join(",");
-  }
+  const ech = hello.kind === "hello" && hello.ech;
+  if (hello.kind === "hello" && hello.alpn.length > 0) fields.alpn = hello.alpn.join(",");
   if (ech) fields.ech = true;
-  return { verdict, bytes: read.bytes, ech };
+  return { verdict, ech };
 }
 
 function nameFields(fields: EventFields, key: "host" | "sni", verdict: Decision): void {
@@ -357,15 +394,20 @@ async function readFailed(
   fields: EventFields,
   reason: string,
 ): Promise<null> {
+  logReadFailure(fields, reason);
+  if (proto === "HTTP" && reason === "too_large") {
+    await refuseHttp(conn, denialResponse(431, "the request head is too large"));
+  }
+  return null;
+}
+
+/** Logs why the first bytes could not be read, and sets the reason word in `fields`. */
+function logReadFailure(fields: EventFields, reason: string): void {
   // A client that connects and closes without a byte is a probe, not a decision: log it
   // at debug only, so health checks do not flood the decision log.
   fields.reason = reason === "closed" ? "no_data" : reason;
   if (reason === "closed") log.debug("{event} {proto}", { ...fields });
   else logEvent(fields);
-  if (proto === "HTTP" && reason === "too_large") {
-    await refuseHttp(conn, denialResponse(431, "the request head is too large"));
-  }
-  return null;
 }
 
 /**

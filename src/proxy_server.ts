@@ -4,14 +4,19 @@
  * @module
  */
 
-import { KernelRelay } from "../ffi/kernel_relay.ts";
+import { type Greeting, KernelRelay, type PlaneSettings } from "../ffi/kernel_relay.ts";
 import { Admission, type Refusal } from "./admission.ts";
 import type { Libc } from "../ffi/libc.ts";
 import { canonicalAddress, formatEndpoint } from "./ip_address.ts";
 import type { Config } from "./config.ts";
 import type { DnsCache } from "./dns_cache.ts";
 import type { ProxyMetrics } from "./metrics.ts";
-import { handleConnection, type Proto } from "./connection.ts";
+import {
+  type ConnectionContext,
+  handleConnection,
+  handleGreeting,
+  type Proto,
+} from "./connection.ts";
 import { log, logEvent } from "./log.ts";
 import { closeQuietly, errorName } from "./socket.ts";
 
@@ -20,6 +25,8 @@ export class ListenError extends Error {
   override name = "ListenError";
 }
 
+/** How often a drain looks at the shared connection count. */
+const DRAIN_POLL_MS = 100;
 /** How long to pause an accept loop after an accept error (e.g. out of file descriptors). */
 const ACCEPT_ERROR_PAUSE_MS = 100;
 const LOCAL_ADDRESS_REFRESH_MS = 60_000;
@@ -40,8 +47,10 @@ export class ProxyServer {
 
   readonly #dns: DnsCache;
   readonly #metrics: ProxyMetrics;
-  #kernel: KernelRelay | "unavailable" | undefined;
-  #kernelOpening: Promise<void> | undefined;
+  /** The TLS plane's thread, when `RELAY=kernel` and it could be started. */
+  #kernel: KernelRelay | undefined;
+  #closed = false;
+  #onStopAccepting: (() => void) | undefined;
 
   constructor(
     config: Config,
@@ -67,6 +76,7 @@ export class ProxyServer {
   /** Applies a new configuration to connections accepted from now on. */
   set config(config: Config) {
     this.#config = config;
+    this.#kernel?.configure(planeSettings(config));
   }
 
   /** Connections being handled now. */
@@ -99,14 +109,19 @@ export class ProxyServer {
   /** Runs the accept loops until `stopAccepting`; resolves when they have all ended. */
   async serve(): Promise<void> {
     this.#accepting = true;
-    // Before the first accept, so every decided TLS connection takes the same relay.
+    const stopped = new Promise<void>((resolve) => this.#onStopAccepting = resolve);
+    // Before the first accept, so every TLS connection takes the same path.
     if (this.#config.relay === "kernel") await this.#openKernel();
+    if (!this.#accepting) return; // stopped while the thread started
     // Addresses come and go (DHCP, hot-plugged NICs); the loop check follows them.
     const refresh = setInterval(() => this.#refreshLocalAddresses(), LOCAL_ADDRESS_REFRESH_MS);
     try {
-      await Promise.all(
-        this.#listeners.map(({ listener, proto }) => this.#acceptLoop(listener, proto)),
+      const loops = this.#listeners.map(({ listener, proto }) =>
+        proto === "HTTPS" && this.#servedByKernel(listener)
+          ? stopped
+          : this.#acceptLoop(listener, proto)
       );
+      await Promise.all(loops);
     } finally {
       clearInterval(refresh);
     }
@@ -115,6 +130,8 @@ export class ProxyServer {
   /** Closes the listeners: new connections are refused by the kernel from now on. */
   stopAccepting(): void {
     this.#accepting = false;
+    this.#onStopAccepting?.();
+    this.#kernel?.unlisten();
     for (const { listener } of this.#listeners) {
       try {
         listener.close();
@@ -129,24 +146,27 @@ export class ProxyServer {
    * Resolves with the number that had to be aborted.
    */
   async drain(timeoutMs: number): Promise<number> {
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const timeout = new Promise<"timeout">((resolve) =>
-      timer = setTimeout(() => resolve("timeout"), timeoutMs)
-    );
-    while (this.#active.size > 0) {
-      const outcome = await Promise.race([Promise.race(this.#active), timeout]);
-      if (outcome === "timeout") break;
+    const deadline = Date.now() + timeoutMs;
+    // Connections on the TLS thread that are still reading their hello are known here only
+    // by the shared count: it is looked at again at least every DRAIN_POLL_MS.
+    while (this.activeConnections > 0) {
+      const left = deadline - Date.now();
+      if (left <= 0) break;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([
+        ...this.#active,
+        new Promise((resolve) => timer = setTimeout(resolve, Math.min(left, DRAIN_POLL_MS))),
+      ]);
+      clearTimeout(timer);
     }
-    clearTimeout(timer);
-    const left = this.#active.size;
-    if (left > 0) {
-      this.#stop.abort();
-      await Promise.allSettled([...this.#active]);
-    }
-    // The relay thread ends with the last connection, so the process can exit.
+    const left = this.activeConnections;
+    this.#stop.abort();
+    // The thread ends every connection it still holds (their relays report `aborted`).
     const kernel = this.#kernel;
-    this.#kernel = "unavailable";
-    if (kernel instanceof KernelRelay) await kernel.close();
+    this.#closed = true;
+    this.#kernel = undefined;
+    await kernel?.close();
+    await Promise.allSettled([...this.#active]);
     return left;
   }
 
@@ -178,23 +198,37 @@ export class ProxyServer {
       return this.#refused(proto, source, refusal);
     }
     this.#metrics.opened();
-    const task = handleConnection(conn, proto, {
+    const task = handleConnection(conn, proto, this.#context(config), source).finally(() => {
+      this.#metrics.closed();
+      this.#active.delete(task);
+      this.#admission.release(source);
+    });
+    this.#active.add(task);
+  }
+
+  /** A TLS connection the thread accepted and read: decided here, relayed there. */
+  #greeted(kernel: KernelRelay, greeting: Greeting): void {
+    this.#metrics.opened();
+    // The thread counts it out of the limits when it closes the socket.
+    const task = handleGreeting(greeting, kernel, this.#context(this.#config)).finally(() => {
+      this.#metrics.closed();
+      this.#active.delete(task);
+    });
+    this.#active.add(task);
+  }
+
+  #context(config: Config): ConnectionContext {
+    return {
       config,
       currentConfig: () => this.#config,
       libc: this.#libc,
       fdSymbol: this.#fdSymbol,
       dns: this.#dns,
       metrics: this.#metrics,
-      kernel: config.relay === "kernel" ? this.#kernelRelay() : undefined,
       isOwnListener: (address, port) => this.#isOwnListener(address, port),
       upstreamEndpoints: this.#upstreamEndpoints,
       stopSignal: this.#stop.signal,
-    }, source).finally(() => {
-      this.#metrics.closed();
-      this.#active.delete(task);
-      this.#admission.release(source);
-    });
-    this.#active.add(task);
+    };
   }
 
   /**
@@ -209,31 +243,40 @@ export class ProxyServer {
     logEvent({ event: "DENIED", proto, peer: source, dst: "-", reason });
   }
 
-  /**
-   * The libc relay, opened on first use (so `RELAY=kernel` can be switched on by a reload).
-   * Until it is ready, and for good if it cannot be opened (logged once), connections use
-   * Deno's relay.
-   */
-  #kernelRelay(): KernelRelay | undefined {
-    if (this.#kernel === undefined) void this.#openKernel();
-    return this.#kernel instanceof KernelRelay ? this.#kernel : undefined;
+  /** Starts the TLS thread; if it cannot start (logged), Deno serves TLS itself. */
+  async #openKernel(): Promise<void> {
+    try {
+      const kernel = await KernelRelay.open(
+        this.#libc.path,
+        this.#admission,
+        planeSettings(this.#config),
+      );
+      if (this.#closed) await kernel.close(); // stopped meanwhile
+      else this.#kernel = kernel;
+    } catch (error) {
+      log.error("RELAY=kernel unavailable, TLS served by Deno: {error}", {
+        error: errorName(error),
+      });
+    }
   }
 
-  /** Opens the libc relay once; resolves when it is ready or known to be unavailable. */
-  #openKernel(): Promise<void> {
-    this.#kernelOpening ??= KernelRelay.open(this.#libc.path, this.#fdSymbol).then(
-      (relay) => {
-        if (this.#kernel === undefined) this.#kernel = relay;
-        else void relay.close(); // drained meanwhile
-      },
-      (error) => {
-        this.#kernel = "unavailable";
-        log.error("RELAY=kernel unavailable, using Deno's relay: {error}", {
-          error: errorName(error),
-        });
-      },
-    );
-    return this.#kernelOpening;
+  /** Hands a TLS listener to the thread; false when there is no thread or it cannot take it. */
+  #servedByKernel(listener: Deno.TcpListener): boolean {
+    const kernel = this.#kernel;
+    if (kernel === undefined) return false;
+    const proto: Proto = "HTTPS";
+    const served = kernel.serve(listener, {
+      greeting: (greeting) => this.#greeted(kernel, greeting),
+      refused: (source, reason) => this.#refused(proto, source, reason),
+      acceptError: (error) =>
+        log.error("accept failed on {proto} listener: {error}", { proto, error }),
+    });
+    if (typeof served === "number") return true;
+    log.error("TLS listener {address} not handed to the relay thread ({error}); Deno serves it", {
+      address: formatEndpoint(listener.addr.hostname, listener.addr.port),
+      error: served,
+    });
+    return false;
   }
 
   #isOwnListener(address: string, port: number): boolean {
@@ -254,6 +297,15 @@ export class ProxyServer {
     }
     this.#localAddresses = addresses;
   }
+}
+
+/** The settings the TLS thread applies when it accepts. */
+function planeSettings(config: Config): PlaneSettings {
+  return {
+    firstBytesTimeoutMs: config.firstBytesTimeoutMs,
+    maxConnections: config.maxConnections,
+    maxConnectionsPerSource: config.maxConnectionsPerSource,
+  };
 }
 
 function isLoopbackOrUnspecified(address: string): boolean {

@@ -1,17 +1,28 @@
 import assert from "node:assert/strict";
-import { fdSymbolOf, rawFdOf } from "../ffi/conn_fd.ts";
-import { KernelRelay, type KernelRelayOptions } from "../ffi/kernel_relay.ts";
+import {
+  type ForwardOptions,
+  type Greeting,
+  KernelRelay,
+  type PlaneSettings,
+} from "../ffi/kernel_relay.ts";
 import { openLibc } from "../ffi/libc.ts";
-import { freePort, readToEnd as readAll, tcpPair, writeAll } from "./fixtures/core_net.ts";
+import { Admission, type Refusal } from "../src/admission.ts";
+import {
+  freePort,
+  readExactly,
+  readToEnd as readAll,
+  within,
+  writeAll,
+} from "./fixtures/core_net.ts";
+import { buildHello } from "./tls_records.ts";
 
 const libcPath = openLibc().path;
-const fdSymbol = await (async () => {
-  const { a, b } = await tcpPair();
-  const symbol = fdSymbolOf(b)!;
-  a.close();
-  b.close();
-  return symbol;
-})();
+
+const SETTINGS: PlaneSettings = {
+  firstBytesTimeoutMs: 5_000,
+  maxConnections: 100,
+  maxConnectionsPerSource: 0,
+};
 
 async function sha256(bytes: Uint8Array): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
@@ -24,40 +35,95 @@ function random(n: number): Uint8Array {
   return out;
 }
 
-/** client ⇄ [accepted: taken from Deno] relay thread [its own upstream socket] ⇄ server */
-async function setUp(
-  relay: KernelRelay,
-  first: Uint8Array,
-  options: Partial<KernelRelayOptions> = {},
-) {
+/** The TLS plane serving one loopback listener, with what it reported. */
+interface Plane {
+  relay: KernelRelay;
+  admission: Admission;
+  listener: Deno.TcpListener;
+  refusals: { source: string; reason: Refusal }[];
+  /** The next greeting (in order of arrival). */
+  greeting(): Promise<Greeting>;
+}
+
+async function withPlane(
+  body: (plane: Plane) => Promise<void>,
+  settings: Partial<PlaneSettings> = {},
+): Promise<void> {
+  const admission = new Admission();
+  const relay = await KernelRelay.open(libcPath, admission, { ...SETTINGS, ...settings });
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const arrived: Greeting[] = [];
+  let waiting: ((g: Greeting) => void) | undefined;
+  const plane: Plane = {
+    relay,
+    admission,
+    listener,
+    refusals: [],
+    greeting: () =>
+      within(
+        new Promise<Greeting>((resolve) => {
+          const next = arrived.shift();
+          if (next !== undefined) resolve(next);
+          else waiting = resolve;
+        }),
+        10_000,
+        "greeting",
+      ),
+  };
+  const served = relay.serve(listener, {
+    greeting: (g) => {
+      if (waiting === undefined) arrived.push(g);
+      else {
+        const resolve = waiting;
+        waiting = undefined;
+        resolve(g);
+      }
+    },
+    refused: (source, reason) => plane.refusals.push({ source, reason }),
+    acceptError: (error) => {
+      throw new Error(`accept failed: ${error}`);
+    },
+  });
+  assert.equal(typeof served, "number", `serve: ${served}`);
+  try {
+    await body(plane);
+  } finally {
+    relay.unlisten();
+    listener.close();
+    await relay.close();
+  }
+  assert.equal(admission.active, 0, "every connection counted out");
+}
+
+/** client ⇄ [accepted by the relay thread, forwarded to a loopback upstream] ⇄ server */
+async function setUp(plane: Plane, first: Uint8Array, options: Partial<ForwardOptions> = {}) {
   const back = Deno.listen({ hostname: "127.0.0.1", port: 0 });
-  const { a: client, b: accepted } = await tcpPair();
-  const fd = rawFdOf(accepted, fdSymbol)!;
-  let local = "";
-  const done = relay.relay(fd, () => accepted.close(), "127.0.0.1", back.addr.port, first, {
+  const client = await Deno.connect({ hostname: "127.0.0.1", port: plane.listener.addr.port });
+  await writeAll(client, first);
+  const greeting = await plane.greeting();
+  const done = plane.relay.forward(greeting.id, "127.0.0.1", back.addr.port, {
     connectTimeoutMs: 5_000,
     idleTimeoutMs: 10_000,
-    onConnected: (l) => local = l,
     ...options,
   });
   const server = await back.accept();
   back.close();
-  return { client, server, done, local: () => local };
+  return { client, server, done, greeting };
 }
 
-async function withRelay(body: (relay: KernelRelay) => Promise<void>): Promise<void> {
-  const relay = await KernelRelay.open(libcPath, fdSymbol);
-  try {
-    await body(relay);
-  } finally {
-    await relay.close();
-  }
-}
+Deno.test("TLS plane: the ClientHello is parsed there, replayed upstream, and 16 MiB each way relayed", () =>
+  withPlane(async (plane) => {
+    const hello = buildHello();
+    const { client, server, done, greeting } = await setUp(plane, hello);
+    assert.equal(greeting.source, "127.0.0.1");
+    assert.equal(greeting.port, (client.localAddr as Deno.NetAddr).port);
+    assert.equal(greeting.loop, false);
+    // Loopback is not redirected: no conntrack entry, or one that points at the listener.
+    assert.ok(!greeting.origin.ok || !greeting.origin.redirected, JSON.stringify(greeting));
+    assert.ok(greeting.read.ok && greeting.read.hello.kind === "hello");
+    assert.equal(greeting.read.hello.serverName, "www.allowed.test");
+    assert.equal(plane.admission.active, 1);
 
-Deno.test("kernel relay: 16 MiB each way at once, byte for byte, counted, half-close passed on", () =>
-  withRelay(async (relay) => {
-    const first = new TextEncoder().encode("first flight ");
-    const { client, server, done, local } = await setUp(relay, first);
     const upData = random(16 << 20);
     const downData = random(16 << 20);
     const [gotUp, gotDown] = await Promise.all([
@@ -68,20 +134,38 @@ Deno.test("kernel relay: 16 MiB each way at once, byte for byte, counted, half-c
     ]);
     const result = await done;
     client.close();
-    assert.equal(local(), `127.0.0.1:${(server.remoteAddr as Deno.NetAddr).port}`);
     server.close();
-    assert.equal(gotUp.length, first.length + upData.length);
-    assert.deepEqual(gotUp.subarray(0, first.length), first);
-    assert.equal(await sha256(gotUp.subarray(first.length)), await sha256(upData));
+    assert.equal(gotUp.length, hello.length + upData.length);
+    assert.deepEqual(gotUp.subarray(0, hello.length), hello);
+    assert.equal(await sha256(gotUp.subarray(hello.length)), await sha256(upData));
     assert.equal(await sha256(gotDown), await sha256(downData));
-    assert.deepEqual(result, { up: first.length + upData.length, down: downData.length });
-    assert.equal(relay.size, 0);
+    assert.equal(result.up, hello.length + upData.length);
+    assert.equal(result.down, downData.length);
+    assert.equal(result.error, undefined);
+    assert.ok(result.connectMs !== undefined && result.connectMs >= 0);
+    assert.equal(plane.relay.size, 0);
   }));
 
-Deno.test("kernel relay: after the client's FIN the answer still flows (half-close)", () =>
-  withRelay(async (relay) => {
-    const { client, server, done } = await setUp(relay, new Uint8Array(0));
-    await writeAll(client, new TextEncoder().encode("request"));
+Deno.test("TLS plane: a hello in small pieces is put together before it is parsed", () =>
+  withPlane(async (plane) => {
+    const hello = buildHello();
+    const client = await Deno.connect({ hostname: "127.0.0.1", port: plane.listener.addr.port });
+    client.setNoDelay(true);
+    for (let i = 0; i < hello.length; i += 7) {
+      await writeAll(client, hello.subarray(i, i + 7));
+      await new Promise((resolve) => setTimeout(resolve, 2));
+    }
+    const greeting = await plane.greeting();
+    assert.ok(greeting.read.ok && greeting.read.hello.kind === "hello");
+    assert.equal(greeting.read.hello.serverName, "www.allowed.test");
+    plane.relay.dismiss(greeting.id);
+    assert.equal((await readAll(client)).length, 0, "dismissed: closed without a byte");
+    client.close();
+  }));
+
+Deno.test("TLS plane: after the client's FIN the answer still flows (half-close)", () =>
+  withPlane(async (plane) => {
+    const { client, server, done } = await setUp(plane, new TextEncoder().encode("request"));
     await client.closeWrite();
     const request = await readAll(server); // EOF arrives only after the FIN is passed on
     assert.equal(new TextDecoder().decode(request), "request");
@@ -89,84 +173,150 @@ Deno.test("kernel relay: after the client's FIN the answer still flows (half-clo
     await writeAll(server, answer);
     await server.closeWrite();
     assert.equal(await sha256(await readAll(client)), await sha256(answer));
-    const result = await done;
-    assert.equal(result.error, undefined);
+    assert.equal((await done).error, undefined);
     client.close();
     server.close();
   }));
 
-Deno.test("kernel relay: idle deadline, abort and a peer reset each end it with a reason", () =>
-  withRelay(async (relay) => {
-    {
-      const { client, server, done } = await setUp(relay, new Uint8Array(0), {
-        idleTimeoutMs: 300,
-      });
-      assert.equal((await done).error, "idle_timeout");
-      assert.equal((await readAll(server)).length, 0, "the upstream socket was closed");
-      assert.equal((await readAll(client)).length, 0, "the client socket was closed");
-      client.close();
-      server.close();
-    }
-    {
-      const stop = new AbortController();
-      const { client, server, done } = await setUp(relay, new Uint8Array(0), {
-        signal: stop.signal,
-      });
-      stop.abort();
-      assert.equal((await done).error, "aborted");
-      client.close();
-      server.close();
-    }
-    {
-      const { client, server, done } = await setUp(relay, new Uint8Array(0));
-      await writeAll(client, random(16 << 10));
-      await new Promise((resolve) => setTimeout(resolve, 200)); // relayed, never read
-      server.close(); // unread data: the kernel resets the connection
-      await new Promise((resolve) => setTimeout(resolve, 100));
-      await writeAll(client, random(16 << 10)).catch(() => {}); // meets the reset upstream
-      const result = await done;
-      assert.ok(result.error !== undefined, JSON.stringify(result));
-      client.close();
-    }
-    assert.equal(relay.size, 0);
-  }));
+Deno.test("TLS plane: idle deadline, close and a peer reset each end a relay with a reason", async () => {
+  await withPlane(async (plane) => {
+    const { client, server, done } = await setUp(plane, new Uint8Array([0x50]), {
+      idleTimeoutMs: 300,
+    });
+    assert.equal((await done).error, "idle_timeout");
+    assert.equal((await readAll(server)).length, 1, "the upstream socket was closed");
+    assert.equal((await readAll(client)).length, 0, "the client socket was closed");
+    client.close();
+    server.close();
 
-Deno.test("kernel relay: a refused connect is an error word, and the client is closed", () =>
-  withRelay(async (relay) => {
+    const reset = await setUp(plane, new Uint8Array([0x50]));
+    await readExactly(reset.server, 1);
+    await writeAll(reset.client, random(16 << 10));
+    await new Promise((resolve) => setTimeout(resolve, 200)); // relayed, never read
+    reset.server.close(); // unread data: the kernel resets the connection
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    await writeAll(reset.client, random(16 << 10)).catch(() => {}); // meets the reset upstream
+    const result = await reset.done;
+    assert.ok(result.error !== undefined, JSON.stringify(result));
+    reset.client.close();
+  });
+  await withPlane(async (plane) => {
+    const { client, server, done } = await setUp(plane, new Uint8Array([0x50]));
+    await plane.relay.close();
+    assert.equal((await done).error, "aborted");
+    client.close();
+    server.close();
+  });
+});
+
+Deno.test("TLS plane: a refused connect is an error word, and the client is closed", () =>
+  withPlane(async (plane) => {
     const port = freePort();
     for (const address of ["127.0.0.1", "::1"]) {
-      const { a: client, b: accepted } = await tcpPair();
-      const result = await relay.relay(
-        rawFdOf(accepted, fdSymbol)!,
-        () => accepted.close(),
-        address,
-        port,
-        new Uint8Array([1]),
-        { connectTimeoutMs: 2_000, idleTimeoutMs: 2_000 },
-      );
+      const client = await Deno.connect({ hostname: "127.0.0.1", port: plane.listener.addr.port });
+      await writeAll(client, new Uint8Array([1]));
+      const greeting = await plane.greeting();
+      const result = await plane.relay.forward(greeting.id, address, port, {
+        connectTimeoutMs: 2_000,
+        idleTimeoutMs: 2_000,
+      });
       assert.deepEqual(result, { up: 1, down: 0, error: "connect_ECONNREFUSED" });
       assert.equal((await readAll(client)).length, 0);
       client.close();
     }
   }));
 
-Deno.test("kernel relay: after close, relays are refused and the socket is still released", async () => {
-  const relay = await KernelRelay.open(libcPath, fdSymbol);
+Deno.test("TLS plane: silence, an early close and an unknown answer each end a greeting", () =>
+  withPlane(async (plane) => {
+    const silent = await Deno.connect({ hostname: "127.0.0.1", port: plane.listener.addr.port });
+    const started = Date.now();
+    let greeting = await plane.greeting();
+    assert.deepEqual(greeting.read, { ok: false, reason: "timeout" });
+    assert.ok(Date.now() - started >= 250, "not before the first-bytes deadline");
+    assert.equal((await readAll(silent)).length, 0, "closed by the thread");
+    silent.close();
+
+    const quitter = await Deno.connect({ hostname: "127.0.0.1", port: plane.listener.addr.port });
+    quitter.close();
+    greeting = await plane.greeting();
+    assert.deepEqual(greeting.read, { ok: false, reason: "closed" });
+
+    // A forward for a connection that is gone is answered, not left pending.
+    const result = await within(
+      plane.relay.forward(greeting.id, "127.0.0.1", 9, {
+        connectTimeoutMs: 1_000,
+        idleTimeoutMs: 1_000,
+      }),
+      5_000,
+      "forward of an ended greeting",
+    );
+    assert.equal(result.error, "closed");
+  }, { firstBytesTimeoutMs: 300 }));
+
+Deno.test("TLS plane: the shared limits refuse at the door, counted across threads", () =>
+  withPlane(async (plane) => {
+    // One connection is held by "the main thread": the plane has room for one more.
+    assert.equal(plane.admission.admit("198.18.1.10", 2, 0), null);
+    const first = await Deno.connect({ hostname: "127.0.0.1", port: plane.listener.addr.port });
+    await writeAll(first, new Uint8Array([0x50]));
+    const greeting = await plane.greeting();
+    const second = await Deno.connect({ hostname: "127.0.0.1", port: plane.listener.addr.port });
+    assert.equal((await within(readAll(second), 5_000, "refused connection")).length, 0);
+    second.close();
+    assert.deepEqual(plane.refusals, [{ source: "127.0.0.1", reason: "too_many_connections" }]);
+    plane.relay.dismiss(greeting.id);
+    await readAll(first);
+    first.close();
+    plane.admission.release("198.18.1.10");
+  }, { maxConnections: 2 }));
+
+Deno.test("TLS plane: after close, forwards end as aborted and listeners are not taken", async () => {
+  const relay = await KernelRelay.open(libcPath, new Admission(), SETTINGS);
   await relay.close();
-  const { a: client, b: accepted } = await tcpPair();
-  let released = false;
-  const result = await relay.relay(
-    rawFdOf(accepted, fdSymbol)!,
-    () => {
-      released = true;
-      accepted.close();
-    },
-    "127.0.0.1",
-    9,
-    new Uint8Array(0),
-    { connectTimeoutMs: 1_000, idleTimeoutMs: 1_000 },
-  );
+  const result = await relay.forward(1, "127.0.0.1", 9, {
+    connectTimeoutMs: 1_000,
+    idleTimeoutMs: 1_000,
+  });
   assert.equal(result.error, "aborted");
-  assert.ok(released);
-  client.close();
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const noop = () => {};
+    assert.equal(
+      relay.serve(listener, { greeting: noop, refused: noop, acceptError: noop }),
+      "relay_stopped",
+    );
+  } finally {
+    listener.close();
+  }
+});
+
+Deno.test("TLS plane: once unlistened and closed in Deno, the port refuses connections", async () => {
+  const relay = await KernelRelay.open(libcPath, new Admission(), SETTINGS);
+  const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  const { port } = listener.addr;
+  try {
+    const noop = () => {};
+    const id = relay.serve(listener, { greeting: noop, refused: noop, acceptError: noop });
+    assert.equal(typeof id, "number");
+    relay.unlisten();
+    listener.close();
+    // The thread's duplicate is closed once the command has arrived.
+    await within(
+      (async () => {
+        for (;;) {
+          try {
+            (await Deno.connect({ hostname: "127.0.0.1", port })).close();
+          } catch (error) {
+            if (error instanceof Deno.errors.ConnectionRefused) return;
+            throw error;
+          }
+          await new Promise((resolve) => setTimeout(resolve, 20));
+        }
+      })(),
+      5_000,
+      "refusal after unlisten",
+    );
+  } finally {
+    await relay.close();
+  }
 });
