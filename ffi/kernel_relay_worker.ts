@@ -495,6 +495,18 @@ function forward(c: Extract<RelayCommand, { kind: "forward" }>): void {
   if (s.connect(fd, sockaddr, sockaddr.length) === 0) return connected(r, now);
   const errno = readErrno();
   if (errno !== EINPROGRESS) return finish(r, `connect_${errnoName(errno)}`);
+  // Over a short path the handshake often completes inside connect(): then the hello goes at
+  // once (a write before that would block, EAGAIN), with no wait for epoll to say so.
+  const hello = r.up.pending;
+  if (hello !== null) {
+    const n = Number(s.write(fd, hello, BigInt(hello.length)));
+    if (n > 0) {
+      r.up.pending = n === hello.length ? null : hello.subarray(n);
+      return connected(r, now);
+    }
+    const failed = n < 0 ? readErrno() : EAGAIN;
+    if (failed !== EAGAIN && failed !== EINTR) return finish(r, `connect_${errnoName(failed)}`);
+  }
   if (!want(r, 1, EPOLLOUT)) finish(r, `connect_${errnoName(readErrno())}`);
 }
 
