@@ -22,7 +22,10 @@ import { socketAddressOf } from "./conn_fd.ts";
 import { type Libc, openLibc } from "./libc.ts";
 import type { OriginalDstResult } from "./original_dst.ts";
 import type { Admission, AdmissionShare, Refusal } from "../src/admission.ts";
+import type { Allowlist } from "../src/allowlist.ts";
+import type { HttpHeadResult } from "../src/http_head.ts";
 import { canonicalAddress } from "../src/ip_address.ts";
+import type { SourcePolicy } from "../src/source_policy.ts";
 import type { ClientHelloScan } from "../src/tls_client_hello.ts";
 
 /** What a finished relay moved, and why it ended (as `relay.ts` reports it). */
@@ -34,10 +37,27 @@ export interface KernelRelayResult {
   error?: string;
 }
 
+/** Which protocol a listener speaks. */
+export type PlaneProto = "HTTP" | "HTTPS";
+
+/** A later request on an HTTP connection that the thread refused, or let through in audit mode. */
+export interface RequestEvent {
+  kind: "refused" | "audited";
+  reason: string;
+  host?: string;
+}
+
 /** Options of {@link KernelRelay.forward}. */
 export interface ForwardOptions {
   connectTimeoutMs: number;
   idleTimeoutMs: number;
+  /**
+   * HTTP: every later request is checked on the thread (see `request_check.ts`); the name the
+   * connection was allowed for (null in audit mode for a denial).
+   */
+  check?: { pinnedName: string | null };
+  /** HTTP: a later request was refused or audited. */
+  onEvent?: (event: RequestEvent) => void;
 }
 
 /** Why reading a ClientHello ended without one (as `preamble.ts` words it). */
@@ -57,10 +77,22 @@ export interface Greeting {
   loop: boolean;
   /** When the connection was accepted (milliseconds since the epoch). */
   accepted: number;
-  /** The parsed hello; on failure the connection is closed already and needs no answer. */
+  proto: PlaneProto;
+  /**
+   * The parsed ClientHello (TLS) or request head (HTTP). On failure the thread has ended the
+   * connection already (an HTTP head too large got its 431) and it needs no answer.
+   */
   read:
     | { ok: true; hello: Exclude<ClientHelloScan, { kind: "incomplete" }> }
+    | { ok: true; head: Exclude<HttpHeadResult, { kind: "incomplete" }> }
     | { ok: false; reason: ReadFailure };
+}
+
+/** The policy later HTTP requests are checked against (the one in force, after reloads). */
+export interface PlanePolicy {
+  allowlist: Allowlist;
+  sourcePolicy: SourcePolicy;
+  audit: boolean;
 }
 
 /** What the thread applies to connections it accepts. */
@@ -88,13 +120,15 @@ export interface WorkerInit {
   posted: Int32Array;
   admission: AdmissionShare;
   settings: PlaneSettings;
+  policy: PlanePolicy;
 }
 
 /** What the main thread asks of the worker (posted in batches). */
 export type RelayCommand =
-  | { kind: "listen"; listenId: number; fd: number }
+  | { kind: "listen"; listenId: number; fd: number; proto: PlaneProto }
   | { kind: "unlisten"; listenId?: number }
   | { kind: "settings"; settings: PlaneSettings }
+  | { kind: "policy"; policy: PlanePolicy }
   | {
     kind: "forward";
     id: number;
@@ -102,8 +136,10 @@ export type RelayCommand =
     port: number;
     connectTimeoutMs: number;
     idleTimeoutMs: number;
+    check?: { pinnedName: string | null };
   }
   | { kind: "dismiss"; id: number }
+  | { kind: "refuse"; id: number; response: Uint8Array }
   | { kind: "stop" };
 
 /** What the worker tells the main thread (sent in batches). */
@@ -112,6 +148,7 @@ export type RelayReport =
   | { kind: "refused"; listenId: number; source: string; reason: Refusal }
   | { kind: "accept_error"; listenId: number; error: string }
   | { kind: "done"; id: number; up: number; down: number; connectMs?: number; error?: string }
+  | { kind: "event"; id: number; event: RequestEvent }
   | { kind: "failed"; error: string }
   | { kind: "stopped" };
 
@@ -143,7 +180,10 @@ function cString(text: string): Uint8Array {
   return new TextEncoder().encode(`${text}\0`);
 }
 
-type Pending = (result: KernelRelayResult) => void;
+interface Pending {
+  resolve: (result: KernelRelayResult) => void;
+  onEvent?: (event: RequestEvent) => void;
+}
 
 /** The TLS plane's thread; one per process. */
 export class KernelRelay {
@@ -172,8 +212,9 @@ export class KernelRelay {
     path: string,
     admission: Admission,
     settings: PlaneSettings,
+    policy: PlanePolicy,
   ): Promise<KernelRelay> {
-    const relay = new KernelRelay(path, admission, settings);
+    const relay = new KernelRelay(path, admission, settings, policy);
     try {
       await relay.#probe();
     } catch (error) {
@@ -183,7 +224,12 @@ export class KernelRelay {
     return relay;
   }
 
-  private constructor(path: string, admission: Admission, settings: PlaneSettings) {
+  private constructor(
+    path: string,
+    admission: Admission,
+    settings: PlaneSettings,
+    policy: PlanePolicy,
+  ) {
     this.#lib = Deno.dlopen(path, SYMBOLS);
     const s = this.#lib.symbols;
     this.#libc = openLibc([path]);
@@ -211,6 +257,7 @@ export class KernelRelay {
       posted: this.#posted,
       admission: admission.share,
       settings,
+      policy,
     };
     this.#worker.postMessage(init);
   }
@@ -225,7 +272,11 @@ export class KernelRelay {
    * from now on, and Deno must never accept on it. Returns an id for {@link unlisten}, or an
    * error word when the listener's socket could not be found or duplicated.
    */
-  serve(listener: Deno.TcpListener, handlers: ListenerHandlers): number | string {
+  serve(
+    listener: Deno.TcpListener,
+    proto: PlaneProto,
+    handlers: ListenerHandlers,
+  ): number | string {
     if (this.#failure !== undefined || this.#stopped !== undefined) return "relay_stopped";
     const fd = this.#listenerFd(listener.addr);
     if (fd === undefined) return "listener_not_found";
@@ -236,7 +287,7 @@ export class KernelRelay {
     this.#unwatch(fd);
     const listenId = this.#nextListenId++;
     this.#listeners.set(listenId, handlers);
-    this.#post({ kind: "listen", listenId, fd: dup });
+    this.#post({ kind: "listen", listenId, fd: dup, proto });
     return listenId;
   }
 
@@ -248,9 +299,13 @@ export class KernelRelay {
     this.#post({ kind: "unlisten", listenId });
   }
 
-  /** New limits and first-bytes deadline for connections accepted from now on. */
-  configure(settings: PlaneSettings): void {
+  /**
+   * New limits and first-bytes deadline for connections accepted from now on, and the policy
+   * for every later HTTP request, on open connections too.
+   */
+  configure(settings: PlaneSettings, policy: PlanePolicy): void {
     this.#post({ kind: "settings", settings });
+    this.#post({ kind: "policy", policy });
   }
 
   /**
@@ -269,7 +324,7 @@ export class KernelRelay {
       return Promise.resolve({ up: 0, down: 0, error: this.#failure ?? "aborted" });
     }
     return new Promise((resolve) => {
-      this.#pending.set(id, resolve);
+      this.#pending.set(id, { resolve, onEvent: options.onEvent });
       this.#post({
         kind: "forward",
         id,
@@ -277,8 +332,19 @@ export class KernelRelay {
         port,
         connectTimeoutMs: options.connectTimeoutMs,
         idleTimeoutMs: options.idleTimeoutMs,
+        check: options.check,
       });
     });
+  }
+
+  /**
+   * Answers a greeted HTTP connection with `response` (a denial), then closes it the way a
+   * server does: half-close, and a moment to read what the client still sends.
+   */
+  refuse(id: number, response: Uint8Array): void {
+    if (this.#failure === undefined && this.#stopped === undefined) {
+      this.#post({ kind: "refuse", id, response });
+    }
   }
 
   /** Closes a greeted connection without a word (a denial, or a stop). */
@@ -355,7 +421,7 @@ export class KernelRelay {
     try {
       let greeted: (g: Greeting) => void = () => {};
       const greeting = new Promise<Greeting>((resolve) => greeted = resolve);
-      const listenId = this.serve(listener, {
+      const listenId = this.serve(listener, "HTTPS", {
         greeting: (g) => greeted(g),
         refused: () => {},
         acceptError: () => {},
@@ -453,6 +519,8 @@ export class KernelRelay {
         return this.#listeners.get(report.listenId)?.refused(report.source, report.reason);
       case "accept_error":
         return this.#listeners.get(report.listenId)?.acceptError(report.error);
+      case "event":
+        return this.#pending.get(report.id)?.onEvent?.(report.event);
       case "done": {
         const { id: _, kind: __, ...result } = report;
         return this.#settle(report.id, result);
@@ -468,7 +536,7 @@ export class KernelRelay {
     const pending = this.#pending.get(id);
     if (pending === undefined) return;
     this.#pending.delete(id);
-    pending(result);
+    pending.resolve(result);
   }
 
   /** The thread is gone: every relay in flight ends, and new ones are refused with `error`. */

@@ -34,10 +34,16 @@ import { openLibc } from "./libc.ts";
 import { originalDestinationOfFd } from "./original_dst.ts";
 import { ERRNO_SYMBOLS, errnoName, errnoReader } from "./errno.ts";
 import { Admission } from "../src/admission.ts";
+import { denialResponse } from "../src/decision.ts";
+import { HttpHeadScanner, MAX_HEAD_BYTES } from "../src/http_head.ts";
 import { canonicalAddress, formatEndpoint } from "../src/ip_address.ts";
+import { type CheckStep, RequestChecker } from "../src/request_check.ts";
+import { selectAllowlist } from "../src/source_policy.ts";
 import { MAX_CLIENT_HELLO_BYTES, scanClientHello } from "../src/tls_client_hello.ts";
 import type {
   Greeting,
+  PlanePolicy,
+  PlaneProto,
   PlaneSettings,
   ReadFailure,
   RelayCommand,
@@ -94,8 +100,14 @@ const BUFFER_BYTES = 256 * 1024;
 const READS_PER_EVENT = 4;
 /** Accepts per readiness event of a listener, for the same reason. */
 const ACCEPTS_PER_EVENT = 64;
-/** Most ClientHellos fit; a larger one grows the buffer up to the parser's bound. */
-const FIRST_HELLO_BYTES = 4096;
+/** Most first flights fit; a larger one grows the buffer up to the parser's bound. */
+const FIRST_BYTES = 4096;
+/** How long a refused HTTP client may keep sending before its socket is closed under it. */
+const LINGER_MS = 1000;
+/** What a refused HTTP client may send before its socket is closed under it. */
+const LINGER_BYTES = 65536;
+const TOO_LARGE = denialResponse(431, "the request head is too large");
+const UNREACHABLE = denialResponse(502, "the upstream server could not be reached");
 const ONE = new Uint8Array(new Int32Array([1]).buffer);
 
 /** A listening socket handed over by the main thread (a duplicate this thread closes). */
@@ -103,16 +115,20 @@ interface Listening {
   kind: "listen";
   listenId: number;
   fd: number;
+  proto: PlaneProto;
   /** Out of the epoll set after an accept error (descriptors exhausted) until the next sweep. */
   paused: boolean;
 }
 
-/** An accepted connection until its ClientHello is read and decided. */
+/** An accepted connection until its first flight (ClientHello or request head) is decided. */
 interface Greeted {
   kind: "greet";
   id: number;
   fd: number;
   source: string;
+  proto: PlaneProto;
+  /** HTTP: the incremental head parser. */
+  scanner: HttpHeadScanner | null;
   buffer: Uint8Array;
   length: number;
   needBytes: number;
@@ -131,8 +147,10 @@ interface Direction {
   dst: number;
   /** Bytes read but not yet accepted by `dst`; reading `src` pauses while set. */
   pending: Uint8Array | null;
-  /** `src` reached EOF and `dst` was half-closed. */
+  /** No more is read from `src` (EOF, or the request checks stopped it). */
   done: boolean;
+  /** `dst` was half-closed (once `done` and nothing is pending). */
+  shut: boolean;
   bytes: number;
 }
 
@@ -157,6 +175,27 @@ interface Relayed {
   idleTimeoutMs: number;
   /** Current epoll interest of the client (index 0) and upstream (index 1) sockets. */
   interest: [number, number];
+  proto: PlaneProto;
+  /** HTTP: the checks of every later request on the connection. */
+  checker: RequestChecker | null;
+  /** HTTP: after the server's last byte, this goes to the client (a refusal). */
+  finalResponse: Uint8Array | null;
+}
+
+/**
+ * A refused HTTP connection: the answer is written, the socket half-closed, and what the
+ * client still sends is read and dropped for a moment, so that closing does not reset the
+ * connection before the client has read the answer.
+ */
+interface Lingering {
+  kind: "linger";
+  fd: number;
+  source: string;
+  pending: Uint8Array | null;
+  shut: boolean;
+  discarded: number;
+  deadline: number;
+  interest: number;
 }
 
 const buffer = new Uint8Array(BUFFER_BYTES);
@@ -169,7 +208,7 @@ const peerAddress = new Uint8Array(SOCKADDR_STORAGE_SIZE);
 const peerLength = new Uint32Array(1);
 const peerLengthBytes = new Uint8Array(peerLength.buffer);
 /** fd → what it belongs to. */
-const owners = new Map<number, Listening | Greeted | Relayed>();
+const owners = new Map<number, Listening | Greeted | Relayed | Lingering>();
 const listeners = new Map<number, Listening>();
 /**
  * Local endpoints of this thread's upstream sockets: a connection accepted from one of them
@@ -178,6 +217,7 @@ const listeners = new Map<number, Listening>();
 const upstreamEnds = new Set<string>();
 const greeted = new Map<number, Greeted>();
 const relayed = new Map<number, Relayed>();
+const lingering = new Set<Lingering>();
 const inbox: RelayCommand[] = [];
 const outbox: RelayReport[] = [];
 let received = 0;
@@ -195,6 +235,7 @@ const init = await new Promise<WorkerInit>((resolve) => {
   };
 });
 let settings: PlaneSettings = init.settings;
+let policy: PlanePolicy = init.policy;
 const admission = new Admission(init.admission);
 const lib = Deno.dlopen(init.libcPath, SYMBOLS);
 /** The project's libc wrapper, for the calls it already has (socket addresses, options). */
@@ -233,7 +274,8 @@ async function loop(): Promise<void> {
       if (c.kind === "stop") return stop();
       command(c);
     }
-    const open = greeted.size + relayed.size > 0 || [...listeners.values()].some((l) => l.paused);
+    const open = greeted.size + relayed.size + lingering.size > 0 ||
+      [...listeners.values()].some((l) => l.paused);
     // Whatever this turn produced goes out before the thread may block.
     flushReports();
     const n = s.epoll_wait(epfd, events, MAX_EVENTS, open ? SWEEP_MS : -1);
@@ -254,7 +296,8 @@ async function loop(): Promise<void> {
       const owner = owners.get(fd);
       if (owner === undefined) continue; // ended earlier in this batch
       if (owner.kind === "listen") acceptFrom(owner, now);
-      else if (owner.kind === "greet") readHello(owner);
+      else if (owner.kind === "greet") readFirst(owner);
+      else if (owner.kind === "linger") linger(owner);
       else if (!owner.connected) connected(owner, now);
       else ready(owner, fd, mask, now);
     }
@@ -268,7 +311,13 @@ async function loop(): Promise<void> {
 function command(c: Exclude<RelayCommand, { kind: "stop" }>): void {
   switch (c.kind) {
     case "listen": {
-      const l: Listening = { kind: "listen", listenId: c.listenId, fd: c.fd, paused: false };
+      const l: Listening = {
+        kind: "listen",
+        listenId: c.listenId,
+        fd: c.fd,
+        proto: c.proto,
+        paused: false,
+      };
       listeners.set(c.listenId, l);
       owners.set(c.fd, l);
       if (!ctl(EPOLL_CTL_ADD, c.fd, EPOLLIN)) {
@@ -284,11 +333,19 @@ function command(c: Exclude<RelayCommand, { kind: "stop" }>): void {
     case "settings":
       settings = c.settings;
       return;
+    case "policy":
+      policy = c.policy;
+      return;
     case "forward":
       return forward(c);
     case "dismiss": {
       const g = greeted.get(c.id);
       if (g !== undefined) endGreeting(g);
+      return;
+    }
+    case "refuse": {
+      const g = greeted.get(c.id);
+      if (g !== undefined) refuseGreeting(g, c.response);
       return;
     }
   }
@@ -299,6 +356,7 @@ function stop(): void {
   for (const l of [...listeners.values()]) unlisten(l);
   for (const g of [...greeted.values()]) endGreeting(g);
   for (const r of [...relayed.values()]) finish(r, "aborted");
+  for (const l of [...lingering]) endLinger(l);
   s.close(epfd);
   report({ kind: "stopped" });
   flushReports();
@@ -317,6 +375,7 @@ function sweep(now: number): void {
       if (now >= r.connectDeadline) finish(r, "connect_timeout");
     } else if (now - r.lastActivity >= r.idleTimeoutMs) finish(r, "idle_timeout");
   }
+  for (const l of [...lingering]) if (now >= l.deadline) endLinger(l);
 }
 
 function unlisten(l: Listening): void {
@@ -356,24 +415,17 @@ function acceptFrom(l: Listening, now: number): void {
       report({ kind: "refused", listenId: l.listenId, source, reason: refusal });
       continue;
     }
-    greet(
-      fd,
-      source,
-      peer.port,
-      upstreamEnds.has(formatEndpoint(source, peer.port)),
-      l.listenId,
-      now,
-    );
+    greet(l, fd, source, peer.port, upstreamEnds.has(formatEndpoint(source, peer.port)), now);
   }
 }
 
 /** Starts reading a new connection's ClientHello; its original destination is read first. */
 function greet(
+  l: Listening,
   fd: number,
   source: string,
   port: number,
   loop: boolean,
-  listenId: number,
   now: number,
 ): void {
   // Small writes (a TLS Finished, then the first request) must not wait for Nagle and a
@@ -386,7 +438,9 @@ function greet(
     id: nextId++,
     fd,
     source,
-    buffer: new Uint8Array(FIRST_HELLO_BYTES),
+    proto: l.proto,
+    scanner: l.proto === "HTTP" ? new HttpHeadScanner() : null,
+    buffer: new Uint8Array(FIRST_BYTES),
     length: 0,
     needBytes: 1,
     deadline: now + settings.firstBytesTimeoutMs,
@@ -394,20 +448,30 @@ function greet(
     registered: false,
     known: null,
   };
-  g.known = { id: g.id, listenId, source, port, origin, loop, accepted: now };
+  g.known = {
+    id: g.id,
+    listenId: l.listenId,
+    proto: l.proto,
+    source,
+    port,
+    origin,
+    loop,
+    accepted: now,
+  };
   greeted.set(g.id, g);
   owners.set(fd, g);
-  // The hello is often queued by the time the connection is accepted: no wait for epoll then.
-  readHello(g);
+  // The first bytes are often queued by the time the connection is accepted: no wait then.
+  readFirst(g);
   if (!greeted.has(g.id) || g.waiting) return;
   if (ctl(EPOLL_CTL_ADD, fd, EPOLLIN)) g.registered = true;
   else failGreeting(g, "read_error");
 }
 
-/** Reads more of a ClientHello; sends the greeting once the parser has a verdict. */
-function readHello(g: Greeted): void {
+/** Reads more of the first flight; sends the greeting once the parser has a verdict. */
+function readFirst(g: Greeted): void {
+  const max = g.proto === "HTTP" ? MAX_HEAD_BYTES : MAX_CLIENT_HELLO_BYTES;
   if (g.length === g.buffer.length) {
-    const grown = new Uint8Array(Math.min(g.buffer.length * 4, MAX_CLIENT_HELLO_BYTES));
+    const grown = new Uint8Array(Math.min(g.buffer.length * 4, max));
     grown.set(g.buffer);
     g.buffer = grown;
   }
@@ -421,16 +485,25 @@ function readHello(g: Greeted): void {
   }
   g.length += n;
   if (g.length < g.needBytes) return;
-  const verdict = scanClientHello(g.buffer.subarray(0, g.length));
-  if (verdict.kind === "incomplete") {
-    g.needBytes = verdict.needBytes;
-    if (g.length >= MAX_CLIENT_HELLO_BYTES) failGreeting(g, "too_large");
+  const bytes = g.buffer.subarray(0, g.length);
+  let read: Greeting["read"] | undefined;
+  if (g.scanner !== null) {
+    const head = g.scanner.scan(bytes);
+    if (head.kind !== "incomplete") read = { ok: true, head };
+    else g.needBytes = g.length + 1;
+  } else {
+    const hello = scanClientHello(bytes);
+    if (hello.kind !== "incomplete") read = { ok: true, hello };
+    else g.needBytes = hello.needBytes;
+  }
+  if (read === undefined) {
+    if (g.length >= max) failGreeting(g, "too_large");
     return;
   }
   // Decided by the main thread from here; the socket waits outside the epoll set.
   if (g.registered) ctl(EPOLL_CTL_DEL, g.fd, 0);
   g.waiting = true;
-  sendGreeting(g, { ok: true, hello: verdict });
+  sendGreeting(g, read);
 }
 
 /** Tells the main thread how reading the hello ended (once per connection). */
@@ -440,10 +513,14 @@ function sendGreeting(g: Greeted, read: Greeting["read"]): void {
   g.known = null;
 }
 
-/** Reading the hello failed: the main thread is told why, and the connection ends here. */
+/**
+ * Reading the first flight failed: the main thread is told why, and the connection ends here
+ * (an HTTP head too large is answered 431 first, as a server would).
+ */
 function failGreeting(g: Greeted, reason: ReadFailure): void {
   sendGreeting(g, { ok: false, reason });
-  endGreeting(g);
+  if (g.proto === "HTTP" && reason === "too_large") refuseGreeting(g, TOO_LARGE);
+  else endGreeting(g);
 }
 
 /** Closes a connection that never reached a relay, and counts it out. */
@@ -452,6 +529,67 @@ function endGreeting(g: Greeted): void {
   owners.delete(g.fd);
   s.close(g.fd);
   admission.release(g.source);
+}
+
+/** Answers a greeted connection with a refusal and lets it linger. */
+function refuseGreeting(g: Greeted, response: Uint8Array): void {
+  if (!greeted.delete(g.id)) return;
+  if (g.registered && !g.waiting) ctl(EPOLL_CTL_DEL, g.fd, 0);
+  startLinger(g.fd, g.source, response);
+}
+
+/** Takes over `fd` (out of the epoll set) to answer `response` and linger. */
+function startLinger(fd: number, source: string, response: Uint8Array): void {
+  const l: Lingering = {
+    kind: "linger",
+    fd,
+    source,
+    pending: response,
+    shut: false,
+    discarded: 0,
+    deadline: Date.now() + LINGER_MS,
+    interest: 0,
+  };
+  lingering.add(l);
+  owners.set(fd, l);
+  linger(l);
+}
+
+/** Writes what is left of the answer, then half-closes and drops what the client sends. */
+function linger(l: Lingering): void {
+  if (l.pending !== null) {
+    const n = write(l.fd, l.pending);
+    if (n < 0) return endLinger(l);
+    l.pending = n === l.pending.length ? null : l.pending.subarray(n);
+  }
+  if (l.pending === null) {
+    if (!l.shut) {
+      s.shutdown(l.fd, SHUT_WR);
+      l.shut = true;
+    }
+    for (;;) {
+      const n = Number(s.read(l.fd, buffer, BigInt(BUFFER_BYTES)));
+      if (n < 0) {
+        const errno = readErrno();
+        if (errno === EAGAIN || errno === EINTR) break;
+      }
+      if (n <= 0) return endLinger(l);
+      l.discarded += n;
+      if (l.discarded >= LINGER_BYTES) return endLinger(l);
+    }
+  }
+  const mask = l.pending !== null ? EPOLLOUT : EPOLLIN;
+  if (mask !== l.interest) {
+    if (!ctl(l.interest === 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD, l.fd, mask)) return endLinger(l);
+    l.interest = mask;
+  }
+}
+
+function endLinger(l: Lingering): void {
+  if (!lingering.delete(l)) return;
+  owners.delete(l.fd);
+  s.close(l.fd);
+  admission.release(l.source);
 }
 
 /** The main thread allowed a greeted connection: connect upstream and relay. */
@@ -474,13 +612,25 @@ function forward(c: Extract<RelayCommand, { kind: "forward" }>): void {
     connectStarted: now,
     connected: false,
     local: "",
-    up: { src: g.fd, dst: -1, pending: first.length > 0 ? first : null, done: false, bytes: 0 },
-    down: { src: -1, dst: g.fd, pending: null, done: false, bytes: 0 },
+    up: { src: g.fd, dst: -1, pending: null, done: false, shut: false, bytes: first.length },
+    down: { src: -1, dst: g.fd, pending: null, done: false, shut: false, bytes: 0 },
     lastActivity: now,
     idleTimeoutMs: c.idleTimeoutMs,
     interest: [0, 0],
+    proto: g.proto,
+    checker: null,
+    finalResponse: null,
   };
-  r.up.bytes = first.length;
+  if (c.check !== undefined) r.checker = checkerFor(g.id, g.source, c.check.pinnedName);
+  // The first flight goes through the checks too: its body is framed, and requests
+  // pipelined behind it are checked like any later one. Nothing is written before connect.
+  if (first.length > 0) {
+    const step: CheckStep = r.checker === null
+      ? { out: [first], next: "more" }
+      : r.checker.push(first);
+    queue(r.up, step.out);
+    afterStep(r, step);
+  }
   relayed.set(r.id, r);
   owners.set(g.fd, r);
   const v6 = c.address.includes(":");
@@ -518,9 +668,85 @@ function connected(r: Relayed, now: number): void {
   r.local = localEndpoint(r.upstream);
   if (r.local !== "") upstreamEnds.add(r.local);
   r.connectMs = now - r.connectStarted;
-  // The hello goes out at once: a fresh socket has room, no need to wait for epoll to say so.
+  // The first flight goes out at once: a fresh socket has room, no need to wait for epoll.
   if (r.up.pending !== null && !flush(r, r.up)) return;
+  settleDirection(r, r.up);
   update(r);
+}
+
+/** The checks of one HTTP connection; their log lines go to the main thread. */
+function checkerFor(id: number, source: string, pinnedName: string | null): RequestChecker {
+  return new RequestChecker({
+    pinnedName,
+    policy: () => ({
+      allowlist: selectAllowlist(policy.sourcePolicy, policy.allowlist, source),
+      audit: policy.audit,
+    }),
+    refused: (reason, host) =>
+      report({ kind: "event", id, event: { kind: "refused", reason, host } }),
+    audited: (reason, host) =>
+      report({ kind: "event", id, event: { kind: "audited", reason, host } }),
+  });
+}
+
+/** Parks copies of `pieces` behind what `d` has pending (they may be views of a reused buffer). */
+function queue(d: Direction, pieces: Uint8Array[]): void {
+  let total = d.pending?.length ?? 0;
+  for (const piece of pieces) total += piece.length;
+  if (total === 0) return;
+  const joined = new Uint8Array(total);
+  let at = 0;
+  if (d.pending !== null) {
+    joined.set(d.pending);
+    at = d.pending.length;
+  }
+  for (const piece of pieces) {
+    joined.set(piece, at);
+    at += piece.length;
+  }
+  d.pending = joined;
+}
+
+/** Writes `pieces` in order to `d`'s destination, parking what does not fit; false if ended. */
+function send(r: Relayed, d: Direction, pieces: Uint8Array[]): boolean {
+  for (let i = 0; i < pieces.length; i++) {
+    if (d.pending !== null) {
+      queue(d, pieces.slice(i));
+      return true;
+    }
+    const piece = pieces[i];
+    const written = write(d.dst, piece);
+    if (written < 0) {
+      finish(r, errnoName(readErrno()));
+      return false;
+    }
+    if (written < piece.length) d.pending = piece.slice(written);
+  }
+  return true;
+}
+
+/** What the request checks said beyond the bytes: a stop ends the client's direction. */
+function afterStep(r: Relayed, step: CheckStep): void {
+  if (step.next !== "stop") return;
+  r.finalResponse = step.finalResponse ?? null;
+  r.up.done = true;
+  settleDirection(r, r.up);
+}
+
+/** Bytes held for a switch request may go on now that the server's answer is known. */
+function resumeChecks(r: Relayed): boolean {
+  const step = r.checker!.resume();
+  if (!send(r, r.up, step.out)) return false;
+  afterStep(r, step);
+  return true;
+}
+
+/** Half-closes a direction's destination once it is done and everything is written. */
+function settleDirection(r: Relayed, d: Direction): void {
+  if (!d.done || d.shut || d.pending !== null || d.dst < 0) return;
+  if (d === r.up && !r.connected) return; // after the connect
+  s.shutdown(d.dst, SHUT_WR);
+  d.shut = true;
 }
 
 /** The socket's local endpoint as `address:port`, for the proxy's loop check; "" if unknown. */
@@ -539,17 +765,25 @@ function socketError(fd: number): string {
   return value[0] === 0 ? "OK" : errnoName(value[0]);
 }
 
-/** Ends a relay: both fds closed (which also takes them out of the epoll set), reported. */
+/**
+ * Ends a relay: both fds closed (which also takes them out of the epoll set), reported. An
+ * HTTP client whose upstream could not be reached is answered 502 first.
+ */
 function finish(r: Relayed, error?: string): void {
   if (!relayed.delete(r.id)) return;
   owners.delete(r.client);
-  s.close(r.client);
   if (r.upstream >= 0) {
     owners.delete(r.upstream);
     s.close(r.upstream);
   }
   if (r.local !== "") upstreamEnds.delete(r.local);
-  admission.release(r.source);
+  if (r.proto === "HTTP" && !r.connected && error?.startsWith("connect_")) {
+    if (r.interest[0] !== 0) ctl(EPOLL_CTL_DEL, r.client, 0);
+    startLinger(r.client, r.source, UNREACHABLE);
+  } else {
+    s.close(r.client);
+    admission.release(r.source);
+  }
   const message: RelayReport = { kind: "done", id: r.id, up: r.up.bytes, down: r.down.bytes };
   if (r.connectMs !== undefined) message.connectMs = r.connectMs;
   if (error !== undefined) message.error = error;
@@ -577,11 +811,14 @@ function want(r: Relayed, which: 0 | 1, mask: number): boolean {
   return true;
 }
 
-/** Level-triggered interest from state: read a source unless parked; write while pending. */
+/**
+ * Level-triggered interest from state: read a source unless parked, done or held by the
+ * request checks; write while pending.
+ */
 function update(r: Relayed): void {
   let client = 0, upstream = 0;
   if (r.up.pending !== null) upstream |= EPOLLOUT;
-  else if (!r.up.done) client |= EPOLLIN;
+  else if (!r.up.done && !r.checker?.holding) client |= EPOLLIN;
   if (r.down.pending !== null) client |= EPOLLOUT;
   else if (!r.down.done) upstream |= EPOLLIN;
   if (!want(r, 0, client) || !want(r, 1, upstream)) finish(r, `epoll_${errnoName(readErrno())}`);
@@ -596,7 +833,10 @@ function ready(r: Relayed, fd: number, mask: number, now: number): void {
       acted = true;
       if (!flush(r, d)) return;
     }
-    if (d.src === fd && d.pending === null && !d.done && ((mask & EPOLLIN) !== 0 || failed)) {
+    if (
+      d.src === fd && d.pending === null && !d.done && ((mask & EPOLLIN) !== 0 || failed) &&
+      !(d === r.up && r.checker?.holding)
+    ) {
       acted = true;
       if (!pump(r, d)) return;
     }
@@ -618,17 +858,25 @@ function flush(r: Relayed, d: Direction): boolean {
     return false;
   }
   d.pending = n === bytes.length ? null : bytes.subarray(n);
+  settleDirection(r, d);
   return true;
 }
 
 /** Reads and forwards until the source would block, parks, or ends; false when ended. */
 function pump(r: Relayed, d: Direction): boolean {
+  const checker = r.checker;
   for (let reads = 0; reads < READS_PER_EVENT; reads++) {
     const n = Number(s.read(d.src, buffer, BigInt(BUFFER_BYTES)));
     if (n === 0) {
-      // EOF: pass the half-close on; the other direction finishes on its own.
+      // EOF: pass the half-close on (after a refusal's answer, if the checks stopped the
+      // client); the other direction finishes on its own.
+      if (d === r.down) {
+        if (checker?.see(null) && !resumeChecks(r)) return false;
+        if (r.finalResponse !== null) queue(d, [r.finalResponse]);
+        r.finalResponse = null;
+      }
       d.done = true;
-      s.shutdown(d.dst, SHUT_WR);
+      settleDirection(r, d);
       return true;
     }
     if (n < 0) {
@@ -638,7 +886,20 @@ function pump(r: Relayed, d: Direction): boolean {
       return false;
     }
     d.bytes += n;
-    const written = write(d.dst, buffer.subarray(0, n));
+    const chunk = buffer.subarray(0, n);
+    if (checker !== null) {
+      if (d === r.up) {
+        const step = checker.push(chunk);
+        if (!send(r, d, step.out)) return false;
+        afterStep(r, step);
+        if (d.pending !== null || d.done || checker.holding) return true;
+        if (n < BUFFER_BYTES) return true;
+        continue;
+      }
+      // The start of an answer may settle a switch the client's bytes wait for.
+      if (checker.see(chunk) && !resumeChecks(r)) return false;
+    }
+    const written = write(d.dst, chunk);
     if (written < 0) {
       finish(r, errnoName(readErrno()));
       return false;

@@ -16,8 +16,8 @@ import type { Config } from "./config.ts";
 import { decideHttp, decideTls, type Decision, denialMessage, denialResponse } from "./decision.ts";
 import { decideDestination } from "./destination_pin.ts";
 import type { DnsCache } from "./dns_cache.ts";
-import { HttpHeadScanner, MAX_HEAD_BYTES } from "./http_head.ts";
-import { requestCheck } from "./request_check.ts";
+import { type HttpHeadResult, HttpHeadScanner, MAX_HEAD_BYTES } from "./http_head.ts";
+import { requestCheck, requestEvents } from "./request_check.ts";
 import { type EventFields, log, logEvent } from "./log.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import { readPreamble } from "./preamble.ts";
@@ -162,41 +162,49 @@ export async function handleConnection(
 }
 
 /**
- * A TLS connection accepted and read by the relay thread: decided here like any other, then
- * forwarded (connected and relayed by the thread) or dismissed (closed without a word).
- * Every greeting with a hello gets exactly one answer. Never rejects.
+ * A connection accepted and read by the relay thread: decided here like any other, then
+ * forwarded (connected and relayed there, every later HTTP request checked there), refused
+ * (HTTP: the thread answers) or dismissed (TLS: closed without a word). Every greeting with a
+ * first flight gets exactly one answer. Never rejects.
  */
 export async function handleGreeting(
   greeting: Greeting,
   plane: KernelRelay,
   ctx: ConnectionContext,
 ): Promise<void> {
-  const { id, source, read } = greeting;
+  const { id, source, read, proto } = greeting;
   const peer = formatEndpoint(source, greeting.port);
-  const fields: EventFields = { event: "DENIED", proto: "HTTPS", peer, dst: "-" };
-  let answered = !read.ok; // a failed read was closed by the thread already
+  const fields: EventFields = { event: "DENIED", proto, peer, dst: "-" };
+  let answered = !read.ok; // a failed read was ended by the thread already
   try {
     const target = destinationOf(greeting.origin, ctx, fields, greeting.loop);
     if (!read.ok) {
       logReadFailure(fields, read.reason);
-      ctx.metrics.connection("HTTPS", "denied", fields.reason);
+      ctx.metrics.connection(proto, "denied", fields.reason);
       return;
     }
     const { config } = ctx;
     const allowlist = selectAllowlist(config.sourcePolicy, config.allowlist, source);
-    const outcome = await settle(
-      "HTTPS",
-      ctx,
-      fields,
-      target,
-      decideHello(read.hello, allowlist, fields),
-    );
-    if (outcome === null || !outcome.forward) return;
-    const { connectTo } = outcome;
+    const first = "head" in read
+      ? decideHead(read.head, allowlist, fields)
+      : decideHello(read.hello, allowlist, fields);
+    const outcome = await settle(proto, ctx, fields, target, first);
+    if (outcome === null) return;
+    if (!outcome.forward) {
+      if (proto === "HTTP") {
+        plane.refuse(id, denialResponse(outcome.denial.status, outcome.message));
+        answered = true;
+      }
+      return;
+    }
+    const { connectTo, verdict } = outcome;
     answered = true;
+    const events = requestEvents(fields, ctx.metrics);
     const moved = await plane.forward(id, connectTo.address, connectTo.port, {
       connectTimeoutMs: config.connectTimeoutMs,
       idleTimeoutMs: config.idleTimeoutMs,
+      check: proto === "HTTP" ? { pinnedName: verdict.allowed ? verdict.name : null } : undefined,
+      onEvent: (event) => events[event.kind](event.reason, event.host),
     });
     if (moved.connectMs !== undefined) ctx.metrics.connectSeconds(moved.connectMs / 1000);
     ctx.metrics.bytes(moved.up, moved.down);
@@ -355,9 +363,7 @@ async function readAndDecide(
       config.firstBytesTimeoutMs,
     );
     if (!read.ok) return readFailed(conn, proto, fields, read.reason);
-    const verdict = decideHttp(read.verdict, allowlist);
-    nameFields(fields, "host", verdict);
-    return { verdict, bytes: read.bytes, ech: false };
+    return { ...decideHead(read.verdict, allowlist, fields), bytes: read.bytes };
   }
   const read = await readPreamble(
     conn,
@@ -367,6 +373,17 @@ async function readAndDecide(
   );
   if (!read.ok) return readFailed(conn, proto, fields, read.reason);
   return { ...decideHello(read.verdict, allowlist, fields), bytes: read.bytes };
+}
+
+/** Decides a parsed request head, and puts its host in the log fields. */
+function decideHead(
+  head: Exclude<HttpHeadResult, { kind: "incomplete" }>,
+  allowlist: Allowlist,
+  fields: EventFields,
+): { verdict: Decision; ech: boolean } {
+  const verdict = decideHttp(head, allowlist);
+  nameFields(fields, "host", verdict);
+  return { verdict, ech: false };
 }
 
 /** Decides a parsed ClientHello, and puts its name, ALPN and ECH in the log fields. */

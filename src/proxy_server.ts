@@ -4,7 +4,12 @@
  * @module
  */
 
-import { type Greeting, KernelRelay, type PlaneSettings } from "../ffi/kernel_relay.ts";
+import {
+  type Greeting,
+  KernelRelay,
+  type PlanePolicy,
+  type PlaneSettings,
+} from "../ffi/kernel_relay.ts";
 import { Admission, type Refusal } from "./admission.ts";
 import type { Libc } from "../ffi/libc.ts";
 import { canonicalAddress, formatEndpoint } from "./ip_address.ts";
@@ -76,7 +81,7 @@ export class ProxyServer {
   /** Applies a new configuration to connections accepted from now on. */
   set config(config: Config) {
     this.#config = config;
-    this.#kernel?.configure(planeSettings(config));
+    this.#kernel?.configure(planeSettings(config), planePolicy(config));
   }
 
   /** Connections being handled now. */
@@ -117,9 +122,7 @@ export class ProxyServer {
     const refresh = setInterval(() => this.#refreshLocalAddresses(), LOCAL_ADDRESS_REFRESH_MS);
     try {
       const loops = this.#listeners.map(({ listener, proto }) =>
-        proto === "HTTPS" && this.#servedByKernel(listener)
-          ? stopped
-          : this.#acceptLoop(listener, proto)
+        this.#servedByKernel(listener, proto) ? stopped : this.#acceptLoop(listener, proto)
       );
       await Promise.all(loops);
     } finally {
@@ -250,6 +253,7 @@ export class ProxyServer {
         this.#libc.path,
         this.#admission,
         planeSettings(this.#config),
+        planePolicy(this.#config),
       );
       if (this.#closed) await kernel.close(); // stopped meanwhile
       else this.#kernel = kernel;
@@ -260,22 +264,25 @@ export class ProxyServer {
     }
   }
 
-  /** Hands a TLS listener to the thread; false when there is no thread or it cannot take it. */
-  #servedByKernel(listener: Deno.TcpListener): boolean {
+  /** Hands a listener to the thread; false when there is no thread or it cannot take it. */
+  #servedByKernel(listener: Deno.TcpListener, proto: Proto): boolean {
     const kernel = this.#kernel;
     if (kernel === undefined) return false;
-    const proto: Proto = "HTTPS";
-    const served = kernel.serve(listener, {
+    const served = kernel.serve(listener, proto, {
       greeting: (greeting) => this.#greeted(kernel, greeting),
       refused: (source, reason) => this.#refused(proto, source, reason),
       acceptError: (error) =>
         log.error("accept failed on {proto} listener: {error}", { proto, error }),
     });
     if (typeof served === "number") return true;
-    log.error("TLS listener {address} not handed to the relay thread ({error}); Deno serves it", {
-      address: formatEndpoint(listener.addr.hostname, listener.addr.port),
-      error: served,
-    });
+    log.error(
+      "{proto} listener {address} not handed to the relay thread ({error}); Deno serves it",
+      {
+        proto,
+        address: formatEndpoint(listener.addr.hostname, listener.addr.port),
+        error: served,
+      },
+    );
     return false;
   }
 
@@ -299,7 +306,16 @@ export class ProxyServer {
   }
 }
 
-/** The settings the TLS thread applies when it accepts. */
+/** The policy the relay thread checks later HTTP requests against. */
+function planePolicy(config: Config): PlanePolicy {
+  return {
+    allowlist: config.allowlist,
+    sourcePolicy: config.sourcePolicy,
+    audit: config.mode === "audit",
+  };
+}
+
+/** The settings the relay thread applies when it accepts. */
 function planeSettings(config: Config): PlaneSettings {
   return {
     firstBytesTimeoutMs: config.firstBytesTimeoutMs,

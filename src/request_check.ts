@@ -12,7 +12,7 @@
 
 import type { Allowlist } from "./allowlist.ts";
 import { decideName, type Decision, denialMessage, denialResponse } from "./decision.ts";
-import { RequestFramingTracker } from "./http_framing.ts";
+import { type FramingEvent, RequestFramingTracker } from "./http_framing.ts";
 import { type EventFields, logEvent } from "./log.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import type { UpstreamInspector } from "./relay.ts";
@@ -48,81 +48,125 @@ export function isSwitchAnswer(start: Uint8Array, connect: boolean): boolean {
   return connect ? /^HTTP\/1\.[01] 2\d\d$/.test(text) : /^HTTP\/1\.[01] 101$/.test(text);
 }
 
-/** Builds the checker for one HTTP connection. */
-export function requestCheck(ctx: RequestCheckContext): RequestCheck {
-  const tracker = new RequestFramingTracker({ awaitSwitch: true });
-  let requests = 0;
-  let opaque = false;
-  let awaiting: SwitchWait | null = null;
+/** What the synchronous checker needs from the connection and the running proxy. */
+export interface CheckerContext {
+  /** The canonical name the connection was allowed for; null in audit mode for a denial. */
+  readonly pinnedName: string | null;
+  /** The policy in force now, so a reload applies to later requests on open connections. */
+  readonly policy: () => { allowlist: Allowlist; audit: boolean };
+  /** A later request was refused (the connection ends after the answers to earlier ones). */
+  readonly refused: (reason: string, host?: string) => void;
+  /** Audit mode: a later request that enforce mode would refuse goes through. */
+  readonly audited: (reason: string, host: string | undefined) => void;
+}
 
-  const decide = (host: string): Decision => {
-    const { allowlist } = ctx.policy();
-    const decision = decideName(host, allowlist, "invalid_host");
-    if (decision.allowed && ctx.pinnedName !== null && decision.name !== ctx.pinnedName) {
-      return { allowed: false, reason: "host_switch", status: 403, name: decision.name };
+/** One step of a {@link RequestChecker}: bytes to send upstream now, then what comes next. */
+export interface CheckStep {
+  /** In order, to the upstream. */
+  out: Uint8Array[];
+  /**
+   * `more`: go on reading the client. `hold`: stop reading the client until the server's
+   * answer to a switch request is known (then {@link RequestChecker.resume}). `stop`: the
+   * client direction ends; after the server's last byte, `finalResponse` goes to the client.
+   */
+  next: "more" | "hold" | "stop";
+  finalResponse?: Uint8Array;
+}
+
+/**
+ * The request checks of one connection as a synchronous state machine, for a relay that
+ * cannot wait on a promise (the relay thread): it takes client chunks and returns what to
+ * forward. Bytes it returns may be views of the chunk given: forward or copy them before the
+ * chunk's buffer is reused.
+ */
+export class RequestChecker {
+  readonly #ctx: CheckerContext;
+  readonly #tracker = new RequestFramingTracker({ awaitSwitch: true });
+  #requests = 0;
+  #opaque = false;
+  #awaiting: SwitchWait | null = null;
+  /** Held client bytes (a copy) and the events after them, while a switch is undecided. */
+  #held: { bytes: Uint8Array; rest: FramingEvent[] } | null = null;
+
+  constructor(ctx: CheckerContext) {
+    this.#ctx = ctx;
+  }
+
+  /** Frames and checks the next client bytes. Must not be called while holding. */
+  push(chunk: Uint8Array): CheckStep {
+    if (this.#opaque) return { out: [chunk], next: "more" };
+    return this.#run(this.#tracker.push(chunk), []);
+  }
+
+  /**
+   * Feeds the start of the server's answers (null once that direction has ended). True when
+   * this settled a switch that held client bytes: call {@link resume} then.
+   */
+  see(chunk: Uint8Array | null): boolean {
+    const awaiting = this.#awaiting;
+    if (awaiting === null || awaiting.upgraded !== null) return false;
+    awaiting.see(chunk);
+    return awaiting.upgraded !== null && this.#held !== null;
+  }
+
+  /** True while client bytes wait for the answer to a switch request. */
+  get holding(): boolean {
+    return this.#held !== null && this.#awaiting?.upgraded === null;
+  }
+
+  /** Goes on after a switch was settled while bytes were held. */
+  resume(): CheckStep {
+    const held = this.#held;
+    if (held === null || this.holding) return { out: [], next: this.holding ? "hold" : "more" };
+    this.#held = null;
+    return this.#run(held.rest, [], held.bytes);
+  }
+
+  #run(events: FramingEvent[], out: Uint8Array[], heldBytes?: Uint8Array): CheckStep {
+    let pending: Uint8Array | null = null;
+    if (heldBytes !== undefined) {
+      const upgraded = this.#awaiting!.upgraded!;
+      this.#awaiting = null;
+      this.#tracker.switched(upgraded);
+      if (upgraded) {
+        this.#opaque = true;
+        out.push(heldBytes);
+      } else pending = heldBytes;
     }
-    return decision;
-  };
-
-  const refuse = (reason: string, host?: string) => {
-    const line: EventFields = { ...ctx.fields, event: "DENIED", reason, connect: undefined };
-    if (host !== undefined) line.host = host;
-    logEvent(line);
-    ctx.metrics.connection("HTTP", "denied", reason);
-  };
-
-  const inspect: UpstreamInspector = async (chunk, forward) => {
-    if (opaque) {
-      await forward(chunk);
-      return CONTINUE;
-    }
-    let pending: Uint8Array | null = chunk;
-    while (pending !== null) {
-      const events = tracker.push(pending);
-      pending = null;
-      for (const event of events) {
-        if (event.type === "data") await forward(event.bytes);
+    for (;;) {
+      for (let i = 0; i < events.length; i++) {
+        const event = events[i];
+        if (event.type === "data") out.push(event.bytes);
         else if (event.type === "head") {
           // The first request was decided before the upstream connection was opened.
-          if (++requests > 1) {
-            const decision = decide(event.head.host);
-            if (!decision.allowed) {
-              const host = decision.name ?? decision.raw;
-              if (!ctx.policy().audit) {
-                refuse(decision.reason, host);
-                return {
-                  stop: true,
-                  finalResponse: denialResponse(decision.status, denialMessage(decision)),
-                };
-              }
-              logEvent({
-                ...ctx.fields,
-                event: "ALLOWED",
-                host,
-                reason: decision.reason,
-                would_deny: true,
-                connect: undefined,
-              });
-              ctx.metrics.connection("HTTP", "allowed", decision.reason);
-            }
+          if (++this.#requests > 1) {
+            const refusal = this.#check(event.head.host);
+            if (refusal !== null) return { out, next: "stop", finalResponse: refusal };
           }
           // Watch for the answer before the request can reach the server.
-          if (event.head.opaqueAfter) awaiting = new SwitchWait(event.head.method === "CONNECT");
-          await forward(event.bytes);
+          if (event.head.opaqueAfter) {
+            this.#awaiting = new SwitchWait(event.head.method === "CONNECT");
+          }
+          out.push(event.bytes);
         } else if (event.type === "held") {
-          // The client spoke before the server answered its switch request: it waits (no
-          // further reads meanwhile) until the answer shows whether the protocol changed.
-          const upgraded = await awaiting!.answer;
-          awaiting = null;
-          tracker.switched(upgraded);
-          if (upgraded) {
-            opaque = true;
-            await forward(event.bytes);
+          // The client spoke before the server answered its switch request: its bytes wait
+          // (and no more are read) until the answer shows whether the protocol changed.
+          const awaiting = this.#awaiting!;
+          if (awaiting.upgraded === null) {
+            this.#held = { bytes: event.bytes.slice(), rest: events.slice(i + 1) };
+            return { out, next: "hold" };
+          }
+          this.#awaiting = null;
+          this.#tracker.switched(awaiting.upgraded);
+          if (awaiting.upgraded) {
+            this.#opaque = true;
+            out.push(event.bytes);
           } else pending = event.bytes;
         } else if (event.type === "invalid") {
-          refuse(event.reason);
+          this.#ctx.refused(event.reason);
           return {
-            stop: true,
+            out,
+            next: "stop",
             finalResponse: denialResponse(
               event.status === 431 ? 431 : 400,
               `request refused (${event.reason})`,
@@ -130,43 +174,110 @@ export function requestCheck(ctx: RequestCheckContext): RequestCheck {
           };
         }
       }
+      if (pending === null) return { out, next: "more" };
+      events = this.#tracker.push(pending);
+      pending = null;
     }
-    return CONTINUE;
+  }
+
+  /** Decides a later request's Host: null to forward it, or the refusal to answer. */
+  #check(host: string): Uint8Array | null {
+    const { allowlist, audit } = this.#ctx.policy();
+    let decision: Decision = decideName(host, allowlist, "invalid_host");
+    if (
+      decision.allowed && this.#ctx.pinnedName !== null && decision.name !== this.#ctx.pinnedName
+    ) {
+      decision = { allowed: false, reason: "host_switch", status: 403, name: decision.name };
+    }
+    if (decision.allowed) return null;
+    const name = decision.name ?? decision.raw;
+    if (!audit) {
+      this.#ctx.refused(decision.reason, name);
+      return denialResponse(decision.status, denialMessage(decision));
+    }
+    this.#ctx.audited(decision.reason, name);
+    return null;
+  }
+}
+
+/** The log lines and counts of a later request's refusal or audit pass. */
+export function requestEvents(
+  fields: EventFields,
+  metrics: ProxyMetrics,
+): Pick<CheckerContext, "refused" | "audited"> {
+  return {
+    refused: (reason, host) => {
+      const line: EventFields = { ...fields, event: "DENIED", reason, connect: undefined };
+      if (host !== undefined) line.host = host;
+      logEvent(line);
+      metrics.connection("HTTP", "denied", reason);
+    },
+    audited: (reason, host) => {
+      logEvent({
+        ...fields,
+        event: "ALLOWED",
+        host,
+        reason,
+        would_deny: true,
+        connect: undefined,
+      });
+      metrics.connection("HTTP", "allowed", reason);
+    },
+  };
+}
+
+/** Builds the checker for one HTTP connection relayed through `Deno.Conn`s. */
+export function requestCheck(ctx: RequestCheckContext): RequestCheck {
+  const checker = new RequestChecker({
+    pinnedName: ctx.pinnedName,
+    policy: ctx.policy,
+    ...requestEvents(ctx.fields, ctx.metrics),
+  });
+  let answered: (() => void) | null = null;
+
+  const inspect: UpstreamInspector = async (chunk, forward) => {
+    let step = checker.push(chunk);
+    for (;;) {
+      for (const bytes of step.out) await forward(bytes);
+      if (step.next === "more") return CONTINUE;
+      if (step.next === "stop") return { stop: true, finalResponse: step.finalResponse };
+      if (checker.holding) await new Promise<void>((resolve) => answered = resolve);
+      step = checker.resume();
+    }
   };
 
   const watch = (chunk: Uint8Array | null) => {
-    awaiting?.see(chunk);
+    if (checker.see(chunk)) {
+      answered?.();
+      answered = null;
+    }
   };
 
   return { inspect, watch };
 }
 
-/** Waits for the first bytes of the server's answer to a switch request. */
+/** Reads the start of the server's answer to a switch request. */
 class SwitchWait {
   readonly #connect: boolean;
   readonly #start = new Uint8Array(STATUS_PREFIX);
   #length = 0;
-  #resolve!: (upgraded: boolean) => void;
-  #settled = false;
-  readonly answer: Promise<boolean>;
+  /** Null until the answer's start (or the end of the server's direction) is seen. */
+  upgraded: boolean | null = null;
 
   constructor(connect: boolean) {
     this.#connect = connect;
-    this.answer = new Promise((resolve) => this.#resolve = resolve);
   }
 
   /** Feeds answer bytes; null when the server's direction ended. */
   see(chunk: Uint8Array | null): void {
-    if (this.#settled) return;
-    if (chunk === null) return this.#settle(false);
+    if (this.upgraded !== null) return;
+    if (chunk === null) {
+      this.upgraded = false;
+      return;
+    }
     const take = Math.min(chunk.length, STATUS_PREFIX - this.#length);
     this.#start.set(chunk.subarray(0, take), this.#length);
     this.#length += take;
-    if (this.#length === STATUS_PREFIX) this.#settle(isSwitchAnswer(this.#start, this.#connect));
-  }
-
-  #settle(upgraded: boolean): void {
-    this.#settled = true;
-    this.#resolve(upgraded);
+    if (this.#length === STATUS_PREFIX) this.upgraded = isSwitchAnswer(this.#start, this.#connect);
   }
 }
