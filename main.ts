@@ -316,7 +316,16 @@ async function run(
   Deno.addSignalListener("SIGINT", onInt);
   Deno.addSignalListener("SIGHUP", onHup);
   try {
-    await server.serve();
+    try {
+      await server.serve();
+    } catch (error) {
+      // The relay thread is gone with the listeners it served: exit, and let the service
+      // manager start a fresh process (the unit restarts on failure).
+      log.error("{error}; exiting", { error: (error as Error).message });
+      server.stopAccepting();
+      await server.drain(0);
+      return 1;
+    }
     const aborted = await (stopping ?? server.drain(0));
     log.info("stopped; {aborted} connections closed at the end of the drain period", { aborted });
     return 0;

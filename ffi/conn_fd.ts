@@ -37,6 +37,10 @@ export function rawFdOf(conn: Deno.Conn, symbol: symbol): number | undefined {
   return typeof value === "number" && Number.isInteger(value) && value >= 0 ? value : undefined;
 }
 
+/** Reused by every call (the answer is decoded before returning): no allocation per call. */
+const SCRATCH = new Uint8Array(SOCKADDR_STORAGE_SIZE);
+const SCRATCH_LENGTH = new Uint32Array(1);
+
 /** Outcome of reading one of a socket's addresses through libc. */
 export type SockaddrResult =
   | { ok: true; address: SocketAddress }
@@ -51,8 +55,9 @@ export function socketAddressOf(
   fd: number,
   which: "getsockname" | "getpeername",
 ): SockaddrResult {
-  const buf = new Uint8Array(SOCKADDR_STORAGE_SIZE);
-  const len = new Uint32Array([buf.length]);
+  const buf = SCRATCH;
+  const len = SCRATCH_LENGTH;
+  len[0] = buf.length;
   if (libc[which](fd, buf, len) !== 0) {
     return { ok: false, reason: `${which}_failed:${errnoName(libc.errno())}` };
   }

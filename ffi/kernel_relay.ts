@@ -202,6 +202,12 @@ export class KernelRelay {
   #onStopped: (() => void) | undefined;
   /** The eventfd is closed: nothing may be posted any more. */
   #gone = false;
+  #onFailed!: (error: string) => void;
+  /**
+   * Resolves with the reason if the thread fails after it started (a bug, or out of memory):
+   * then nothing accepts on the listeners it took, and the proxy must stop.
+   */
+  readonly failed: Promise<string> = new Promise((resolve) => this.#onFailed = resolve);
 
   /**
    * Starts the thread over the libc at `path` (the one `openLibc` found), counting in
@@ -541,6 +547,7 @@ export class KernelRelay {
 
   /** The thread is gone: every relay in flight ends, and new ones are refused with `error`. */
   #fail(error: string): void {
+    if (this.#failure === undefined) this.#onFailed(error);
     this.#failure ??= error;
     void this.close();
   }

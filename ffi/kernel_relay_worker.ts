@@ -102,6 +102,9 @@ const READS_PER_EVENT = 4;
 const ACCEPTS_PER_EVENT = 64;
 /** Most first flights fit; a larger one grows the buffer up to the parser's bound. */
 const FIRST_BYTES = 4096;
+const NO_BYTES = new Uint8Array(0);
+/** What {@link act} did with a direction. */
+const IDLE = 0, ACTED = 1, ENDED = 2;
 /** How long a refused HTTP client may keep sending before its socket is closed under it. */
 const LINGER_MS = 1000;
 /** What a refused HTTP client may send before its socket is closed under it. */
@@ -207,6 +210,9 @@ const counter = new Uint8Array(8);
 const peerAddress = new Uint8Array(SOCKADDR_STORAGE_SIZE);
 const peerLength = new Uint32Array(1);
 const peerLengthBytes = new Uint8Array(peerLength.buffer);
+const optionValue = new Int32Array(1);
+const optionBytes = new Uint8Array(optionValue.buffer);
+const optionLength = new Uint32Array(1);
 /** fd → what it belongs to. */
 const owners = new Map<number, Listening | Greeted | Relayed | Lingering>();
 const listeners = new Map<number, Listening>();
@@ -440,7 +446,7 @@ function greet(
     source,
     proto: l.proto,
     scanner: l.proto === "HTTP" ? new HttpHeadScanner() : null,
-    buffer: new Uint8Array(FIRST_BYTES),
+    buffer: NO_BYTES,
     length: 0,
     needBytes: 1,
     deadline: now + settings.firstBytesTimeoutMs,
@@ -467,15 +473,19 @@ function greet(
   else failGreeting(g, "read_error");
 }
 
-/** Reads more of the first flight; sends the greeting once the parser has a verdict. */
+/**
+ * Reads more of the first flight; sends the greeting once the parser has a verdict. The first
+ * read goes into the shared buffer and only what arrived is kept, so a connection whose first
+ * flight comes whole (nearly all) costs one small copy and no buffer of its own.
+ */
 function readFirst(g: Greeted): void {
   const max = g.proto === "HTTP" ? MAX_HEAD_BYTES : MAX_CLIENT_HELLO_BYTES;
-  if (g.length === g.buffer.length) {
+  if (g.length > 0 && g.length === g.buffer.length) {
     const grown = new Uint8Array(Math.min(g.buffer.length * 4, max));
     grown.set(g.buffer);
     g.buffer = grown;
   }
-  const room = g.buffer.subarray(g.length);
+  const room = g.length === 0 ? buffer.subarray(0, max) : g.buffer.subarray(g.length);
   const n = Number(s.read(g.fd, room, BigInt(room.length)));
   if (n === 0) return failGreeting(g, "closed");
   if (n < 0) {
@@ -483,9 +493,13 @@ function readFirst(g: Greeted): void {
     if (errno !== EAGAIN && errno !== EINTR) failGreeting(g, "read_error");
     return;
   }
+  const fresh = g.length === 0;
   g.length += n;
-  if (g.length < g.needBytes) return;
-  const bytes = g.buffer.subarray(0, g.length);
+  if (g.length < g.needBytes) {
+    if (fresh) keep(g, room.subarray(0, n), false);
+    return;
+  }
+  const bytes = fresh ? room.subarray(0, n) : g.buffer.subarray(0, g.length);
   let read: Greeting["read"] | undefined;
   if (g.scanner !== null) {
     const head = g.scanner.scan(bytes);
@@ -496,6 +510,7 @@ function readFirst(g: Greeted): void {
     if (hello.kind !== "incomplete") read = { ok: true, hello };
     else g.needBytes = hello.needBytes;
   }
+  if (fresh) keep(g, bytes, read !== undefined);
   if (read === undefined) {
     if (g.length >= max) failGreeting(g, "too_large");
     return;
@@ -504,6 +519,15 @@ function readFirst(g: Greeted): void {
   if (g.registered) ctl(EPOLL_CTL_DEL, g.fd, 0);
   g.waiting = true;
   sendGreeting(g, read);
+}
+
+/** Copies a first read out of the shared buffer: exactly, or with room to read on. */
+function keep(g: Greeted, bytes: Uint8Array, complete: boolean): void {
+  const max = g.proto === "HTTP" ? MAX_HEAD_BYTES : MAX_CLIENT_HELLO_BYTES;
+  g.buffer = complete
+    ? bytes.slice()
+    : new Uint8Array(Math.min(max, Math.max(FIRST_BYTES, bytes.length * 2)));
+  if (!complete) g.buffer.set(bytes);
 }
 
 /** Tells the main thread how reading the hello ended (once per connection). */
@@ -757,12 +781,11 @@ function localEndpoint(fd: number): string {
 
 /** The socket's pending error (`SO_ERROR`) as an errno name; `OK` when there is none. */
 function socketError(fd: number): string {
-  const value = new Int32Array(1);
-  const length = new Uint32Array([4]);
-  if (libc.getsockopt(fd, SOL_SOCKET, SO_ERROR, new Uint8Array(value.buffer), length) !== 0) {
+  optionLength[0] = 4;
+  if (libc.getsockopt(fd, SOL_SOCKET, SO_ERROR, optionBytes, optionLength) !== 0) {
     return errnoName(libc.errno());
   }
-  return value[0] === 0 ? "OK" : errnoName(value[0]);
+  return optionValue[0] === 0 ? "OK" : errnoName(optionValue[0]);
 }
 
 /**
@@ -826,27 +849,36 @@ function update(r: Relayed): void {
 
 function ready(r: Relayed, fd: number, mask: number, now: number): void {
   r.lastActivity = now;
-  const failed = (mask & (EPOLLERR | EPOLLHUP)) !== 0;
-  let acted = false;
-  for (const d of [r.up, r.down]) {
-    if (d.dst === fd && d.pending !== null && ((mask & EPOLLOUT) !== 0 || failed)) {
-      acted = true;
-      if (!flush(r, d)) return;
-    }
-    if (
-      d.src === fd && d.pending === null && !d.done && ((mask & EPOLLIN) !== 0 || failed) &&
-      !(d === r.up && r.checker?.holding)
-    ) {
-      acted = true;
-      if (!pump(r, d)) return;
-    }
-  }
+  const up = act(r, r.up, fd, mask);
+  if (up === ENDED) return;
+  const down = act(r, r.down, fd, mask);
+  if (down === ENDED) return;
   // An error nothing above could act on still ends the relay (it would be reported again).
-  if ((mask & EPOLLERR) !== 0 && !acted) return finish(r, socketError(fd));
+  if ((mask & EPOLLERR) !== 0 && up === IDLE && down === IDLE) {
+    return finish(r, socketError(fd));
+  }
   if (r.up.done && r.down.done && r.up.pending === null && r.down.pending === null) {
     return finish(r);
   }
   update(r);
+}
+
+/** Flushes and reads one direction as the event on `fd` allows. */
+function act(r: Relayed, d: Direction, fd: number, mask: number): number {
+  const failed = (mask & (EPOLLERR | EPOLLHUP)) !== 0;
+  let outcome = IDLE;
+  if (d.dst === fd && d.pending !== null && ((mask & EPOLLOUT) !== 0 || failed)) {
+    if (!flush(r, d)) return ENDED;
+    outcome = ACTED;
+  }
+  if (
+    d.src === fd && d.pending === null && !d.done && ((mask & EPOLLIN) !== 0 || failed) &&
+    !(d === r.up && r.checker?.holding)
+  ) {
+    if (!pump(r, d)) return ENDED;
+    outcome = ACTED;
+  }
+  return outcome;
 }
 
 /** Writes what is parked; false when the relay ended. */

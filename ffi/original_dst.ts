@@ -20,6 +20,10 @@ export const SO_ORIGINAL_DST = 80;
 /** `IP6T_SO_ORIGINAL_DST` from linux/netfilter_ipv6/ip6_tables.h; answers a `sockaddr_in6`. */
 export const IP6T_SO_ORIGINAL_DST = 80;
 
+/** Reused by every call (the answer is decoded before returning): no allocation per call. */
+const SCRATCH = new Uint8Array(SOCKADDR_STORAGE_SIZE);
+const SCRATCH_LENGTH = new Uint32Array(1);
+
 /**
  * Outcome of {@link originalDestination}. `redirected` is false when the
  * original destination is the socket's own local address, i.e. the client
@@ -78,8 +82,9 @@ export function originalDestinationOfFd(
 ): OriginalDstResult {
   // v4-mapped locals canonicalise to dotted quads: their conntrack entry is IPv4.
   const v4 = !canonicalAddress(local.address).includes(":");
-  const buf = new Uint8Array(SOCKADDR_STORAGE_SIZE);
-  const len = new Uint32Array([buf.length]);
+  const buf = SCRATCH;
+  const len = SCRATCH_LENGTH;
+  len[0] = buf.length;
   const level = v4 ? SOL_IP : SOL_IPV6;
   const option = v4 ? SO_ORIGINAL_DST : IP6T_SO_ORIGINAL_DST;
   if (libc.getsockopt(fd, level, option, buf, len) !== 0) {

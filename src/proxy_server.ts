@@ -30,6 +30,11 @@ export class ListenError extends Error {
   override name = "ListenError";
 }
 
+/** The relay thread failed while serving: nothing accepts any more, so the proxy must stop. */
+export class RelayThreadError extends Error {
+  override name = "RelayThreadError";
+}
+
 /** How often a drain looks at the shared connection count. */
 const DRAIN_POLL_MS = 100;
 /** How long to pause an accept loop after an accept error (e.g. out of file descriptors). */
@@ -124,7 +129,11 @@ export class ProxyServer {
       const loops = this.#listeners.map(({ listener, proto }) =>
         this.#servedByKernel(listener, proto) ? stopped : this.#acceptLoop(listener, proto)
       );
-      await Promise.all(loops);
+      const failed = this.#kernel?.failed.then((error) => error) ?? new Promise<never>(() => {});
+      const outcome = await Promise.race([Promise.all(loops).then(() => null), failed]);
+      if (outcome !== null && this.#accepting) {
+        throw new RelayThreadError(`the relay thread failed (${outcome}); nothing accepts`);
+      }
     } finally {
       clearInterval(refresh);
     }
