@@ -227,6 +227,8 @@ const lingering = new Set<Lingering>();
 const inbox: RelayCommand[] = [];
 const outbox: RelayReport[] = [];
 let received = 0;
+/** Listeners out of the epoll set after an accept error, until the next sweep. */
+let paused = 0;
 let nextId = 1;
 /** Resolves the loop's wait for a batch that was counted but has not arrived yet. */
 let arrived: (() => void) | undefined;
@@ -280,8 +282,7 @@ async function loop(): Promise<void> {
       if (c.kind === "stop") return stop();
       command(c);
     }
-    const open = greeted.size + relayed.size + lingering.size > 0 ||
-      [...listeners.values()].some((l) => l.paused);
+    const open = greeted.size + relayed.size + lingering.size + paused > 0;
     // Whatever this turn produced goes out before the thread may block.
     flushReports();
     const n = s.epoll_wait(epfd, events, MAX_EVENTS, open ? SWEEP_MS : -1);
@@ -290,6 +291,7 @@ async function loop(): Promise<void> {
       const error = `epoll_${errnoName(readErrno())}`;
       for (const g of [...greeted.values()]) endGreeting(g);
       for (const r of [...relayed.values()]) finish(r, error);
+      for (const l of [...lingering]) endLinger(l);
     }
     const now = Date.now();
     for (let i = 0; i < n; i++) {
@@ -371,7 +373,10 @@ function stop(): void {
 
 function sweep(now: number): void {
   for (const l of listeners.values()) {
-    if (l.paused && ctl(EPOLL_CTL_ADD, l.fd, EPOLLIN)) l.paused = false;
+    if (l.paused && ctl(EPOLL_CTL_ADD, l.fd, EPOLLIN)) {
+      l.paused = false;
+      paused--;
+    }
   }
   for (const g of [...greeted.values()]) {
     if (!g.waiting && now >= g.deadline) failGreeting(g, "timeout");
@@ -385,6 +390,7 @@ function sweep(now: number): void {
 }
 
 function unlisten(l: Listening): void {
+  if (l.paused) paused--;
   listeners.delete(l.listenId);
   owners.delete(l.fd);
   s.close(l.fd);
@@ -401,7 +407,10 @@ function acceptFrom(l: Listening, now: number): void {
       if (errno === EINTR || errno === ECONNABORTED) continue;
       // Out of descriptors or memory: the queue stays full and level-triggered epoll would
       // spin, so the listener sits out until the next sweep.
-      if (ctl(EPOLL_CTL_DEL, l.fd, 0)) l.paused = true;
+      if (ctl(EPOLL_CTL_DEL, l.fd, 0)) {
+        l.paused = true;
+        paused++;
+      }
       report({ kind: "accept_error", listenId: l.listenId, error: errnoName(errno) });
       return;
     }

@@ -338,6 +338,7 @@ export class ProxyMetrics {
   /** Series cache indexed [proto][decision][reason]; filled lazily on first use. */
   readonly #cells: (CounterChild | undefined)[][][];
   readonly #active: Gauge;
+  #activeSource: () => number = () => 0;
   readonly #up: CounterChild;
   readonly #down: CounterChild;
   readonly #connect: Histogram;
@@ -431,14 +432,12 @@ export class ProxyMetrics {
     cell.value++;
   }
 
-  /** A connection was accepted and is now active. */
-  opened(): void {
-    this.#active.value++;
-  }
-
-  /** An active connection ended (never drives the gauge below zero). */
-  closed(): void {
-    if (this.#active.value > 0) this.#active.value--;
+  /**
+   * Where the active-connections gauge reads its value when scraped: the shared connection
+   * count, which also knows the connections another thread holds.
+   */
+  countActiveWith(source: () => number): void {
+    this.#activeSource = source;
   }
 
   /** Adds relayed byte counts: `up` client to server, `down` server to client. */
@@ -464,7 +463,7 @@ export class ProxyMetrics {
 
   /** The current value of the active-connections gauge. */
   get active(): number {
-    return this.#active.value;
+    return this.#activeSource();
   }
 
   /** The exposition text for `/metrics`. */
@@ -473,6 +472,7 @@ export class ProxyMetrics {
     const memory = Deno.memoryUsage();
     this.#rss.set(memory.rss);
     this.#heap.set(memory.heapUsed);
+    this.#active.set(this.#activeSource());
     return this.registry.render();
   }
 }

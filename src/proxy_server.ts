@@ -71,6 +71,7 @@ export class ProxyServer {
     this.#fdSymbol = deps.fdSymbol;
     this.#dns = deps.dns;
     this.#metrics = deps.metrics;
+    this.#metrics.countActiveWith(() => this.#admission.active);
   }
 
   /** True while the listeners accept connections (not yet stopping). */
@@ -209,9 +210,7 @@ export class ProxyServer {
       closeQuietly(conn);
       return this.#refused(proto, source, refusal);
     }
-    this.#metrics.opened();
     const task = handleConnection(conn, proto, this.#context(config), source).finally(() => {
-      this.#metrics.closed();
       this.#active.delete(task);
       this.#admission.release(source);
     });
@@ -220,10 +219,8 @@ export class ProxyServer {
 
   /** A TLS connection the thread accepted and read: decided here, relayed there. */
   #greeted(kernel: KernelRelay, greeting: Greeting): void {
-    this.#metrics.opened();
     // The thread counts it out of the limits when it closes the socket.
     const task = handleGreeting(greeting, kernel, this.#context(this.#config)).finally(() => {
-      this.#metrics.closed();
       this.#active.delete(task);
     });
     this.#active.add(task);

@@ -225,14 +225,10 @@ Deno.test("ProxyMetrics: active gauge, bytes, connect histogram, reloads, config
   assert.equal(sampleValue(text, "proxy_please_active_connections"), "0");
   assert.equal(samples(text).some((s) => s.name === "proxy_please_config_hash"), false);
 
-  m.opened();
-  m.opened();
-  m.opened();
-  m.closed();
-  m.closed();
-  m.closed();
-  m.closed(); // an extra close must not drive the gauge negative
-  m.opened();
+  let open = 3;
+  m.countActiveWith(() => open);
+  assert.equal(sampleValue(m.render(), "proxy_please_active_connections"), "3");
+  open = 1; // read when scraped, not counted here
   m.bytes(517, 40960);
   m.bytes(3, 0);
   m.connectSeconds(0.004);
@@ -297,7 +293,7 @@ Deno.test("ProxyMetrics output passes the real Prometheus parser and linter (pro
   const m = new ProxyMetrics({ version: `0.1.0 "quoted" \\ back\nslash` });
   m.connection("https", "denied", "not_allowed");
   m.connection("http", "allowed");
-  m.opened();
+  m.countActiveWith(() => 1);
   m.bytes(1, 2);
   m.connectSeconds(0.01);
   m.reload(false);
