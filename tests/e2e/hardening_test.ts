@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { clientScript, curl, denoClient, sClient } from "../lab/clients.ts";
 import { processAlive, run, sleep } from "../lab/command.ts";
 import type { Lab } from "../lab/lab.ts";
-import { proxyEntryPoint } from "../lab/proxy.ts";
+import { proxyEntryPoint, type ProxyEvent } from "../lab/proxy.ts";
 import { LAB_ALLOWED_HOSTS, repoRoot } from "../lab/topology.ts";
 import type { Plan, Report } from "./clients/hardening_conversation.ts";
 import type { Echo } from "./clients/hardening_echo_server.ts";
@@ -54,22 +54,17 @@ function hitsFor(lines: string[], host: string): string[] {
 }
 
 /**
- * The real server's hit log once it has at least `expected` lines (bounded): nginx logs a
- * request just after answering it, so a fast client can read the log before the line is there.
+ * Every proxy event about the connection from client source port `port`; with `closed`, once
+ * its CLOSED line is there (the last line of a relayed connection, logged after the close),
+ * so that a check that some line is absent is made on the whole story.
  */
-async function settledHits(c: CaseContext, expected: number): Promise<string[]> {
-  const deadline = Date.now() + 3_000;
-  while (true) {
-    const lines = await c.lab.serverHits();
-    if (lines.length >= expected || Date.now() > deadline) return lines;
-    await sleep(25);
-  }
-}
-
-/** Every proxy event about the connection from client source port `port`. */
-async function eventsFor(c: CaseContext, port: number | undefined) {
+async function eventsFor(c: CaseContext, port: number | undefined, closed = false) {
   assert.ok(port, "the client reported no source port");
-  return (await c.events()).filter((e) => e.peer?.endsWith(`:${port}`));
+  const mine = (e: ProxyEvent) => e.peer?.endsWith(`:${port}`) === true;
+  if (closed) {
+    assert.ok(await c.waitForEvent((e) => mine(e) && e.event === "CLOSED"), "no CLOSED line");
+  }
+  return (await c.events()).filter(mine);
 }
 
 /** Waits until the proxy has logged an event with `reason` for the connection from `port`. */
@@ -252,7 +247,7 @@ async function expectPinned(c: CaseContext, scheme: "http" | "https", family: 4 
   assert.equal(e.dst, family === 4 ? `${never4}:${port}` : `[${never6}]:${port}`);
   assert.equal(e.connect, family === 4 ? `${server4}:${port}` : `[${server6}]:${port}`);
   assert.deepEqual(await c.lab.neverHits(), [], "the dialled (wrong) server was reached");
-  assert.equal(hitsFor(await settledHits(c, 1), "allowed.test").length, 1);
+  assert.equal(hitsFor(await c.lab.serverHits(1), "allowed.test").length, 1);
 }
 
 async function expectDstMismatch(c: CaseContext, scheme: "http" | "https") {
@@ -299,7 +294,7 @@ async function expectSecondRequestRefused(
   const e = await waitForReason(c, r.localPort, reason);
   assert.equal(e?.event, "DENIED", JSON.stringify(await eventsFor(c, r.localPort)));
   assert.equal(e.host, second);
-  const hits = await settledHits(c, 1);
+  const hits = await c.lab.serverHits(1);
   assert.equal(hitsFor(hits, "allowed.test").length, 1, hits.join("\n"));
   assert.deepEqual(hitsFor(hits, second), [], `the ${second} request reached the server`);
   assert.deepEqual(await c.lab.neverHits(), []);
@@ -322,7 +317,7 @@ async function expectSmugglingRefused(c: CaseContext, plan: Plan, want: number[]
   assert.notEqual(r.end, "deadline", "the proxy left a smuggling connection open");
   const e = await waitForReason(c, r.localPort, "ambiguous_framing");
   assert.equal(e?.event, "DENIED", JSON.stringify(await eventsFor(c, r.localPort)));
-  const hits = await settledHits(c, want.length - 1);
+  const hits = await c.lab.serverHits(want.length - 1);
   assert.deepEqual(hitsFor(hits, "blocked.test"), [], "the smuggled request reached the server");
   // Everything before the ambiguous request is answered; the ambiguous one never goes upstream.
   assert.equal(hits.length, want.length - 1, `server hits:\n${hits.join("\n")}`);
@@ -347,7 +342,7 @@ async function expectRefused(
   const r = await conversation(c.lab, { host: c.lab.t.addr.server4, port: 80, steps });
   assert.ok(r.connected, r.error);
   const events = await eventsFor(c, r.localPort);
-  const hits = await settledHits(c, want.filter((s) => s === 200).length);
+  const hits = await c.lab.serverHits(want.filter((s) => s === 200).length);
   const detail = `client got ${JSON.stringify(r.text)}\nproxy: ${JSON.stringify(events)}\n` +
     `server hits:\n${hits.join("\n")}`;
   assert.deepEqual(statuses(r.text), want, detail);
@@ -413,7 +408,7 @@ async function expectBodyDelivered(
   assert.equal(post.bodyLength, decoded.length);
   assert.equal(post.bodySha256, await sha256Hex(bytes(decoded)));
   assert.equal(after.target, "/after", "the request after the body was not framed right");
-  const events = await eventsFor(c, r.localPort);
+  const events = await eventsFor(c, r.localPort, true);
   assert.deepEqual(events.filter((e) => e.event === "DENIED"), [], JSON.stringify(events));
   assert.equal(events.find((e) => e.event === "ALLOWED")?.host, "allowed.test");
   assert.deepEqual(await c.lab.serverHits(), []);
@@ -459,7 +454,7 @@ labTest("e2e (issue 5): destination pinning, request checks, smuggling", [
       ],
     });
     assert.deepEqual(statuses(r.text), [200, 200], JSON.stringify(r.text));
-    assert.equal(hitsFor(await settledHits(c, 2), "allowed.test").length, 2);
+    assert.equal(hitsFor(await c.lab.serverHits(2), "allowed.test").length, 2);
   }],
   [
     "host switch to another allowed host, pipelined in one write",
@@ -592,7 +587,7 @@ labTest("e2e (issue 5): destination pinning, request checks, smuggling", [
         const echoes = await hits();
         assert.equal(echoes.length, 1, JSON.stringify(echoes));
         assert.equal(echoes[0].host, "allowed.test");
-        const events = await eventsFor(c, r.localPort);
+        const events = await eventsFor(c, r.localPort, true);
         assert.deepEqual(events.filter((e) => e.event === "DENIED"), [], JSON.stringify(events));
       }),
   ],
@@ -707,7 +702,7 @@ labTest("e2e (issue 5): connection limits, audit mode, per-source policy", [
       assert.ok(gone, "the proxy never noticed the closed connection");
       const again = await open(c.lab.t.addr.server4);
       assert.equal(again.ok, 1, `after closing one: ${again.failures.join("; ")}`);
-      assert.equal(hitsFor(await settledHits(c, 7), "allowed.test").length, 7);
+      assert.equal(hitsFor(await c.lab.serverHits(7), "allowed.test").length, 7);
     } finally {
       await hold.stop();
     }
@@ -740,7 +735,8 @@ labTest("e2e (issue 5): connection limits, audit mode, per-source policy", [
         for (const f of excess.failures) {
           assert.match(f, /^(Error: eof|ConnectionReset|BrokenPipe)/);
         }
-        const lines = (await c.events()).filter((e) => e.reason === "too_many_connections");
+        // Refusals are logged once the relay thread has told the main thread.
+        const lines = await c.eventsWhen((e) => e.reason === "too_many_connections", 1, 5_000);
         assert.ok(lines.length >= 1, "the refusals were not logged");
         // At most one line per second, whatever the burst.
         assert.ok(lines.length <= Math.ceil(seconds) + 1, `${lines.length} lines in ${seconds}s`);
@@ -785,7 +781,7 @@ labTest("e2e (issue 5): connection limits, audit mode, per-source policy", [
     const ok = await curl(c.lab, "http://allowed.test/", { family: 4 });
     assert.equal(ok.status, 200);
     assert.equal((await c.decisionFor(ok.localPort))?.would_deny, undefined);
-    assert.equal(hitsFor(await settledHits(c, 3), "blocked.test").length, 2);
+    assert.equal(hitsFor(await c.lab.serverHits(3), "blocked.test").length, 2);
 
     const lines = await c.lab.proxy!.log.rawSince(from);
     const file = await Deno.makeTempFile({ prefix: "ppe2eh-audit-", suffix: ".log" });
@@ -833,7 +829,7 @@ labTest("e2e (issue 5): connection limits, audit mode, per-source policy", [
       assert.equal(e.reason, "not_allowed");
       assert.equal(e.host ?? e.sni, name);
     }
-    const hits = await settledHits(c, 2);
+    const hits = await c.lab.serverHits(2);
     assert.equal(hits.length, 2, hits.join("\n"));
     assert.equal(hitsFor(hits, "wild.test").length, 2);
   }],

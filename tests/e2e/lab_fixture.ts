@@ -34,6 +34,15 @@ export interface CaseContext {
   decisionFor(port: number | undefined, timeoutMs?: number): Promise<ProxyEvent | undefined>;
   /** Proxy events logged since the start of this case. */
   events(): Promise<ProxyEvent[]>;
+  /**
+   * The events since the start of this case that satisfy `predicate`, once there are `count`
+   * of them (or what there is at the deadline): lines may come after the client saw the close.
+   */
+  eventsWhen(
+    predicate: (e: ProxyEvent) => boolean,
+    count: number,
+    timeoutMs?: number,
+  ): Promise<ProxyEvent[]>;
 }
 
 /** A named case of a lab test. */
@@ -71,6 +80,8 @@ export function labTest(name: string, cases: LabCase[], options: LabOptions = {}
                   );
                 },
                 events: () => proxy.log.since(from),
+                eventsWhen: (predicate, count, timeoutMs = 10_000) =>
+                  proxy.log.waitForCount(predicate, count, { from, timeoutMs }),
               }));
           });
         }

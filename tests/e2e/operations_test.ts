@@ -342,16 +342,6 @@ function req(host: string, extra = ""): string {
   return `GET / HTTP/1.1\r\nHost: ${host}\r\n${extra}\r\n`;
 }
 
-/** Waits (bounded) until the real server has logged `count` requests (it logs after answering). */
-async function waitForHits(c: OpsContext, count: number): Promise<string[]> {
-  const deadline = Date.now() + 3_000;
-  while (true) {
-    const lines = await c.lab.serverHits();
-    if (lines.length >= count || Date.now() > deadline) return lines;
-    await sleep(25);
-  }
-}
-
 /** Runs `fn` with a fresh temporary directory for downloads, removed afterwards. */
 async function withDownloadDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir({ prefix: "ppe2eo-" });
@@ -515,7 +505,7 @@ opsTest("e2e (issue 6): reload, drain and the admin endpoints", [
           try {
             const first = await p.log.waitFor((e) => e.event === "ALLOWED", { timeoutMs: 20_000 });
             assert.ok(first, "the first request was not decided");
-            await waitForHits(c, 1);
+            await c.lab.serverHits(1);
             const mark = await p.log.mark();
             await p.reload("ALLOWED_HOSTS=*.wild.test\n");
             assert.ok(await p.waitForMessage(/^configuration reloaded/, mark), "not reloaded");
@@ -653,7 +643,7 @@ opsTest("e2e (issue 6): reload, drain and the admin endpoints", [
           const stopped = await p.waitForMessage(/^stopped;/, from);
           assert.match(String(stopped?.message), /^stopped; 0 connections closed/);
           // Only the two downloads reached the server.
-          const hits = await waitForHits(c, 2);
+          const hits = await c.lab.serverHits(2);
           assert.equal(hits.length, 2, hits.join("\n"));
         })),
   ],

@@ -23,7 +23,7 @@ async function expectAllowed(c: CaseContext, url: string, family: 4 | 6, name: s
   assert.equal(e.dst, `${server}:${proto === "HTTPS" ? 443 : 80}`);
   const client = family === 4 ? c.lab.t.addr.client4 : `[${c.lab.t.addr.client6}]`;
   assert.equal(e.peer, `${client}:${r.localPort}`);
-  assert.equal((await c.lab.serverHits()).length, 1, "the server saw exactly one request");
+  assert.equal((await c.lab.serverHits(1)).length, 1, "the server saw exactly one request");
   assert.deepEqual(await c.lab.neverHits(), []);
 }
 

@@ -14,7 +14,7 @@ import { createNetwork, destroyNetwork, writeNetnsEtc } from "./network.ts";
 import { makePki, type Pki } from "./pki.ts";
 import { preflight } from "./preflight.ts";
 import { type ProxyProcess, startProxy, stopProxy } from "./proxy.ts";
-import { logLines, type ServerFiles, startServers } from "./servers.ts";
+import { logLines, logLinesWhen, type ServerFiles, startServers } from "./servers.ts";
 import type { HalfCloseRecord } from "./clients/half_close_server.ts";
 import { hostsFile, LAB_ALLOWED_HOSTS, LAB_PREFIX, type Topology, topology } from "./topology.ts";
 
@@ -49,8 +49,11 @@ export interface Lab {
   neverHits(): Promise<string[]>;
   /** Datagrams that reached UDP 443 in the internet namespace. */
   udpHits(): Promise<string[]>;
-  /** Requests the real virtual hosts have logged. */
-  serverHits(): Promise<string[]>;
+  /**
+   * Requests the real virtual hosts have logged; with `atLeast`, once there are that many (or
+   * after a few seconds): nginx logs a request just after answering it.
+   */
+  serverHits(atLeast?: number): Promise<string[]>;
   /** What the half-close server has logged (one record per event, oldest first). */
   halfCloseRecords(): Promise<HalfCloseRecord[]>;
   /** Empties the server logs, so a test case starts from zero hits. */
@@ -116,7 +119,7 @@ export async function upLab(options: LabOptions = {}): Promise<Lab> {
       client: (argv, opts = {}) => run(argv, { ...opts, ns: t.ns.client }),
       neverHits: () => logLines(files.neverLog),
       udpHits: () => logLines(files.udpLog),
-      serverHits: () => logLines(files.serverLog),
+      serverHits: (atLeast = 0) => logLinesWhen(files.serverLog, atLeast),
       halfCloseRecords: async () =>
         (await logLines(files.halfCloseLog)).map((line) => {
           try {

@@ -200,3 +200,20 @@ export async function logLines(path: string): Promise<string[]> {
   const text = await Deno.readTextFile(path).catch(() => "");
   return text.split("\n").filter((line) => line !== "");
 }
+
+/**
+ * The log's lines once it has at least `atLeast` of them, or what it has after `timeoutMs`:
+ * a server logs a request just after answering it, so a fast client can look first.
+ */
+export async function logLinesWhen(
+  path: string,
+  atLeast: number,
+  timeoutMs = 3_000,
+): Promise<string[]> {
+  const deadline = Date.now() + timeoutMs;
+  while (true) {
+    const lines = await logLines(path);
+    if (lines.length >= atLeast || Date.now() > deadline) return lines;
+    await new Promise((resolve) => setTimeout(resolve, 25));
+  }
+}
