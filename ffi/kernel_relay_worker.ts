@@ -183,6 +183,8 @@ interface Relayed {
   checker: RequestChecker | null;
   /** HTTP: after the server's last byte, this goes to the client (a refusal). */
   finalResponse: Uint8Array | null;
+  /** HTTP: the request checks ended the client's direction. */
+  stopped: boolean;
 }
 
 /**
@@ -653,6 +655,7 @@ function forward(c: Extract<RelayCommand, { kind: "forward" }>): void {
     proto: g.proto,
     checker: null,
     finalResponse: null,
+    stopped: false,
   };
   if (c.check !== undefined) r.checker = checkerFor(g.id, g.source, c.check.pinnedName);
   // The first flight goes through the checks too: its body is framed, and requests
@@ -675,17 +678,17 @@ function forward(c: Extract<RelayCommand, { kind: "forward" }>): void {
   r.up.dst = fd;
   r.down.src = fd;
   owners.set(fd, r);
-  if (s.connect(fd, sockaddr, sockaddr.length) === 0) return connected(r, now);
+  if (s.connect(fd, sockaddr, sockaddr.length) === 0) return connected(r, now, true);
   const errno = readErrno();
   if (errno !== EINPROGRESS) return finish(r, `connect_${errnoName(errno)}`);
-  // Over a short path the handshake often completes inside connect(): then the hello goes at
-  // once (a write before that would block, EAGAIN), with no wait for epoll to say so.
-  const hello = r.up.pending;
-  if (hello !== null) {
-    const n = Number(s.write(fd, hello, BigInt(hello.length)));
+  // Over a short path the handshake often completes inside connect(): then the first flight
+  // goes at once (a write before that would block, EAGAIN), with no wait for epoll to say so.
+  const flight = r.up.pending;
+  if (flight !== null) {
+    const n = Number(s.write(fd, flight, BigInt(flight.length)));
     if (n > 0) {
-      r.up.pending = n === hello.length ? null : hello.subarray(n);
-      return connected(r, now);
+      r.up.pending = n === flight.length ? null : flight.subarray(n);
+      return connected(r, now, true);
     }
     const failed = n < 0 ? readErrno() : EAGAIN;
     if (failed !== EAGAIN && failed !== EINTR) return finish(r, `connect_${errnoName(failed)}`);
@@ -693,8 +696,9 @@ function forward(c: Extract<RelayCommand, { kind: "forward" }>): void {
   if (!want(r, 1, EPOLLOUT)) finish(r, `connect_${errnoName(readErrno())}`);
 }
 
-function connected(r: Relayed, now: number): void {
-  const error = socketError(r.upstream);
+/** The upstream is connected (`sure`: a write already went through, no need to ask). */
+function connected(r: Relayed, now: number, sure = false): void {
+  const error = sure ? "OK" : socketError(r.upstream);
   if (error !== "OK") return finish(r, `connect_${error}`);
   r.connected = true;
   r.lastActivity = now;
@@ -762,6 +766,7 @@ function send(r: Relayed, d: Direction, pieces: Uint8Array[]): boolean {
 function afterStep(r: Relayed, step: CheckStep): void {
   if (step.next !== "stop") return;
   r.finalResponse = step.finalResponse ?? null;
+  r.stopped = true;
   r.up.done = true;
   settleDirection(r, r.up);
 }
@@ -778,8 +783,12 @@ function resumeChecks(r: Relayed): boolean {
 function settleDirection(r: Relayed, d: Direction): void {
   if (!d.done || d.shut || d.pending !== null || d.dst < 0) return;
   if (d === r.up && !r.connected) return; // after the connect
-  s.shutdown(d.dst, SHUT_WR);
   d.shut = true;
+  // When the other way is over too, the relay closes both sockets at once and the close sends
+  // the FIN; a refusal may leave client bytes unread (the close would reset), so it shuts first.
+  const other = d === r.up ? r.down : r.up;
+  if (other.done && other.pending === null && !r.stopped) return;
+  s.shutdown(d.dst, SHUT_WR);
 }
 
 /** The socket's local endpoint as `address:port`, for the proxy's loop check; "" if unknown. */

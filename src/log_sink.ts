@@ -26,6 +26,9 @@ export type QueuedSink = Sink & AsyncDisposable & {
 /** Queue bound: far above any burst a healthy reader lags by, far below a memory problem. */
 export const DEFAULT_MAX_QUEUED_BYTES = 16 * 1024 * 1024;
 
+/** How long a line may wait for others to be written with it. */
+const BATCH_DELAY_MS = 5;
+
 /** Largest single write: batches lines without building huge strings. */
 const BATCH_CHARS = 64 * 1024;
 
@@ -83,7 +86,10 @@ export function queuedSink(
       queue.push(line);
       queued += line.length;
     }
-    writing ??= Promise.resolve().then(drain);
+    // Lines wait a moment to go out together: each write is a runtime op and a trip through
+    // Deno's blocking pool, measured as the main thread's largest cost per connection when
+    // every line went out on its own.
+    writing ??= new Promise((resolve) => setTimeout(resolve, BATCH_DELAY_MS)).then(drain);
   };
   const sink = ((record: LogRecord) => enqueue(format(record))) as QueuedSink;
   sink.enqueue = enqueue;

@@ -108,7 +108,9 @@ async function runSystem(
       try {
         await warmUp(lab);
         say(`${system} ${proto}: ${plan.idleConnections} idle connections`);
-        results.idle[proto][system] = await idleMemory(lab, proto, plan.idleConnections);
+        const idle = await idleMemory(lab, proto, plan.idleConnections);
+        results.idle[proto][system] = idle.average;
+        results.idleMarginal[proto][system] = idle.marginal;
       } finally {
         await running.stop();
       }

@@ -16,6 +16,7 @@ export type Metric =
   | "p50"
   | "p99"
   | "idle"
+  | "idleMarginal"
   | "cpuProxy"
   | "cpuMachine";
 
@@ -69,6 +70,12 @@ export const METRICS: Record<Metric, MetricInfo> = {
     better: "lower",
     noDirect: true,
     target: "haproxy",
+  },
+  idleMarginal: {
+    label: "memory per idle connection, second half only",
+    unit: "KiB",
+    better: "lower",
+    noDirect: true,
   },
   cpuProxy: {
     label: "CPU per GiB relayed, proxy process",

@@ -199,14 +199,65 @@ export async function latency(
   }
 }
 
+/** Memory per idle connection: over all of them, and for the second half alone. */
+export interface IdleMemory {
+  /** (RSS with all open - RSS before) / connections open. */
+  average: Figure;
+  /**
+   * (RSS with all open - RSS with the first half open) / second half: the cost of one more
+   * connection once the process has grown to hold many (heaps and pools sized, code compiled).
+   */
+  marginal: Figure;
+}
+
 /**
- * Opens `count` idle connections through the system and reports its resident memory per
- * connection, in KiB: (RSS with them open - RSS before) / connections open.
+ * Opens `count` idle connections through the system, in two halves, and reports its resident
+ * memory per connection in KiB, on average and for the second half.
  */
-export async function idleMemory(lab: Lab, proto: Proto, count: number): Promise<Figure> {
+export async function idleMemory(lab: Lab, proto: Proto, count: number): Promise<IdleMemory> {
+  const failed = (note: string): IdleMemory => ({
+    average: { value: null, note },
+    marginal: { value: null, note },
+  });
   const pids = await routerPids(lab.t);
-  if (pids.length === 0) return { value: null, note: "no process in the router" };
+  if (pids.length === 0) return failed("no process in the router");
   const before = rssKiB(pids);
+  const first = await holdIdle(lab, proto, Math.floor(count / 2));
+  try {
+    if (typeof first === "string") return failed(first);
+    const middle = rssKiB(await routerPids(lab.t));
+    const second = await holdIdle(lab, proto, count - first.asked);
+    try {
+      if (typeof second === "string") return failed(second);
+      const after = rssKiB(await routerPids(lab.t));
+      const lost = first.failed + second.failed;
+      if (lost > count * 0.01) return failed(`${lost} of ${count} connections failed`);
+      const note = lost > 0 ? `${lost} failed` : undefined;
+      return {
+        average: { value: (after - before) / (first.open + second.open), note },
+        marginal: { value: (after - middle) / second.open, note },
+      };
+    } finally {
+      if (typeof second !== "string") await second.release();
+    }
+  } finally {
+    if (typeof first !== "string") await first.release();
+  }
+}
+
+/** Idle connections held open by a client process until `release`. */
+interface HeldIdle {
+  asked: number;
+  open: number;
+  failed: number;
+  release(): Promise<void>;
+}
+
+/**
+ * Starts the idle client for `count` connections and waits until they are open and the
+ * system has settled; an error word when the client did not get ready.
+ */
+async function holdIdle(lab: Lab, proto: Proto, count: number): Promise<HeldIdle | string> {
   const port = proto === "http" ? "80" : "443";
   const argv = inNamespace(lab.t.ns.client, [
     Deno.execPath(),
@@ -232,29 +283,7 @@ export async function idleMemory(lab: Lab, proto: Proto, count: number): Promise
       child.kill("SIGKILL");
     } catch { /* exited */ }
   }, 180_000);
-  try {
-    const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
-    let text = "";
-    while (!text.includes("\n")) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      text += value;
-    }
-    reader.releaseLock();
-    const m = /^ready (\d+) (\d+)(.*)$/m.exec(text);
-    if (!m) return { value: null, note: `idle client did not get ready: ${text.slice(0, 200)}` };
-    const open = Number(m[1]), failed = Number(m[2]);
-    // Let the system settle (buffers released, timers armed) before reading its memory.
-    await new Promise((r) => setTimeout(r, 2_000));
-    const after = rssKiB(await routerPids(lab.t));
-    if (failed > count * 0.01) {
-      return { value: null, note: `${failed} of ${count} connections failed${m[3]}` };
-    }
-    return {
-      value: (after - before) / open,
-      note: failed > 0 ? `${failed} failed` : undefined,
-    };
-  } finally {
+  const release = async () => {
     await child.stdin.close().catch(() => {});
     const done = await Promise.race([
       child.status.then(() => true),
@@ -268,7 +297,23 @@ export async function idleMemory(lab: Lab, proto: Proto, count: number): Promise
     }
     clearTimeout(deadline);
     await child.stdout.cancel().catch(() => {});
+  };
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    text += value;
   }
+  reader.releaseLock();
+  const m = /^ready (\d+) (\d+)(.*)$/m.exec(text);
+  if (!m) {
+    await release();
+    return `idle client did not get ready: ${text.slice(0, 200)}`;
+  }
+  // Let the system settle (buffers released, timers armed) before its memory is read.
+  await new Promise((r) => setTimeout(r, 2_000));
+  return { asked: count, open: Number(m[1]), failed: Number(m[2]), release };
 }
 
 /** Bytes per GiB, for CPU seconds per GiB. */
