@@ -1,19 +1,20 @@
 /**
- * The TLS plane: accepting, reading the ClientHello and relaying decided TLS connections on a
- * thread of its own, through libc (`kernel_relay_worker.ts`), while the main thread keeps the
- * decisions (policy, DNS, destination pinning, logs and metrics).
+ * The relay thread, seen from the main thread: accepting, reading the first flight (request head
+ * or ClientHello) and relaying every connection on a thread of its own, through libc
+ * (`kernel_relay_worker.ts`), while the main thread keeps the decisions (policy, DNS,
+ * destination pinning, logs and metrics).
  *
- * The TLS listeners stay Deno's (bound, reported and closed as before), but nothing in Deno
- * accepts on them: each listener's socket is duplicated for the thread and taken out of
- * Deno's reactor. The thread accepts, counts each connection against the shared limits, reads
- * its ClientHello and sends the parsed hello here; {@link KernelRelay.forward} or
- * {@link KernelRelay.dismiss} answers it.
+ * The listeners stay Deno's (bound, reported and closed as before), but nothing in Deno accepts
+ * on them: each listener's socket is duplicated for the thread and taken out of Deno's reactor.
+ * The thread accepts, counts each connection against the shared limits, reads its first flight
+ * and sends what the parser made of it here; {@link KernelRelay.forward},
+ * {@link KernelRelay.refuse} (HTTP) or {@link KernelRelay.dismiss} (TLS) answers it.
  *
- * Why: through `Deno.Conn`, a TLS connection costs an accept, a read, a connect and a write
- * per direction as runtime ops with their promises, timers and buffers, and an idle relay
- * holds a pending read (about 16 KiB) on each socket. Here the main thread sees two messages
- * per connection, and an idle connection costs its two kernel sockets, an epoll entry and a
- * small record.
+ * Why: through `Deno.Conn`, a connection costs an accept, a read, a connect and a write per
+ * direction as runtime ops with their promises, timers and buffers, and an idle relay holds a
+ * pending read (about 16 KiB) on each socket. Here the main thread sees two messages per
+ * connection, and an idle connection costs its two kernel sockets, an epoll entry and a small
+ * record.
  * @module
  */
 
@@ -185,7 +186,7 @@ interface Pending {
   onEvent?: (event: RequestEvent) => void;
 }
 
-/** The TLS plane's thread; one per process. */
+/** The relay thread; one per process. */
 export class KernelRelay {
   readonly #lib: Deno.DynamicLibrary<typeof SYMBOLS>;
   readonly #libc: Libc;

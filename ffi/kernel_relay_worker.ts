@@ -1,21 +1,23 @@
 /**
- * The TLS plane's own thread (a Worker started by `kernel_relay.ts`). One epoll set, waited
- * on with a *blocking* `epoll_wait`, holds the TLS listening sockets, every accepted TLS
- * connection and every upstream socket; all socket calls go through libc.
+ * The relay thread itself (a Worker started by `kernel_relay.ts`). One epoll set, waited on with
+ * a *blocking* `epoll_wait`, holds the listening sockets, every accepted connection and every
+ * upstream socket; all socket calls go through libc.
  *
  * A connection's life here: accepted (`accept4`) and counted against the shared limits
- * (`admission.ts`); its original destination read (`SO_ORIGINAL_DST`); its ClientHello read
- * into a bounded buffer under the first-bytes deadline and parsed; the parsed hello sent to
- * the main thread, which decides and answers `forward` or `dismiss`; on `forward`, the
- * upstream connected, the ClientHello replayed and both directions relayed with non-blocking
- * read/write and the half-close passed on. The main thread never touches these sockets.
+ * (`admission.ts`); its original destination read (`SO_ORIGINAL_DST`); its first flight (request
+ * head or ClientHello) read into a bounded buffer under the first-bytes deadline and parsed; the
+ * verdict sent to the main thread, which decides and answers `forward`, `refuse` or `dismiss`.
+ * On `forward` the upstream is connected, the first flight replayed and both directions relayed
+ * with non-blocking read/write and the half-close passed on; every later HTTP request goes
+ * through the request checker first. A refusal is written, the socket half-closed, and what the
+ * client still sends is dropped for a moment. The main thread never touches these sockets.
  *
- * Why a thread of its own: a blocking wait costs one wake-up per batch of ready sockets, the
- * way an event-loop proxy in C works, and a connection costs no JavaScript promise, timer or
- * runtime op. Commands arrive by `postMessage` in batches; since this thread is inside
- * `epoll_wait` most of the time, the sender also bumps a shared counter and writes an eventfd
- * that is in the epoll set, and the loop yields to this worker's event loop until it has
- * received as many batches as were counted. Reports go back in one batch per loop turn.
+ * Why a thread of its own: a blocking wait costs one wake-up per batch of ready sockets, the way
+ * an event-loop proxy in C works, and a connection costs no JavaScript promise, timer or runtime
+ * op. Commands arrive by `postMessage` in batches; since this thread is inside `epoll_wait` most
+ * of the time, the sender also bumps a shared counter and writes an eventfd that is in the epoll
+ * set, and the loop yields to this worker's event loop until it has received as many batches as
+ * were counted. Reports go back in one batch per loop turn.
  * @module
  */
 

@@ -30,7 +30,7 @@ export interface Config {
   readonly echPolicy: "allow" | "deny";
   /** The admin listener for /metrics, /healthz, /readyz; null when off. */
   readonly adminListen: ListenAddress | null;
-  /** How decided TLS connections are relayed: through Deno's sockets, or libc's epoll. */
+  /** Who handles connections: Deno's sockets, or the relay thread on libc's epoll. */
   readonly relay: "deno" | "kernel";
   readonly httpPort: number;
   readonly httpsPort: number;

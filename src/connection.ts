@@ -47,7 +47,7 @@ export interface ConnectionContext {
   readonly isOwnListener: (address: string, port: number) => boolean;
   /**
    * Local endpoints of Deno's upstream connections in flight, to recognise a routing loop (the
-   * TLS thread checks its own upstream sockets and says so in the greeting).
+   * relay thread checks its own upstream sockets and says so in the greeting).
    */
   readonly upstreamEndpoints: Set<string>;
   /** Aborts relays still running when a graceful stop's drain period is over. */

@@ -57,7 +57,7 @@ export class ProxyServer {
 
   readonly #dns: DnsCache;
   readonly #metrics: ProxyMetrics;
-  /** The TLS plane's thread, when `RELAY=kernel` and it could be started. */
+  /** The relay thread, when `RELAY=kernel` and it could be started. */
   #kernel: KernelRelay | undefined;
   #closed = false;
   #onStopAccepting: (() => void) | undefined;
@@ -121,7 +121,7 @@ export class ProxyServer {
   async serve(): Promise<void> {
     this.#accepting = true;
     const stopped = new Promise<void>((resolve) => this.#onStopAccepting = resolve);
-    // Before the first accept, so every TLS connection takes the same path.
+    // Before the first accept, so every connection takes the same path.
     if (this.#config.relay === "kernel") await this.#openKernel();
     if (!this.#accepting) return; // stopped while the thread started
     // Addresses come and go (DHCP, hot-plugged NICs); the loop check follows them.
@@ -160,8 +160,9 @@ export class ProxyServer {
    */
   async drain(timeoutMs: number): Promise<number> {
     const deadline = Date.now() + timeoutMs;
-    // Connections on the TLS thread that are still reading their hello are known here only
-    // by the shared count: it is looked at again at least every DRAIN_POLL_MS.
+    // Connections on the relay thread that are still reading their first bytes, or lingering
+    // after a refusal, are known here only by the shared count: it is looked at again at least
+    // every DRAIN_POLL_MS.
     while (this.activeConnections > 0) {
       const left = deadline - Date.now();
       if (left <= 0) break;
@@ -252,7 +253,7 @@ export class ProxyServer {
     logEvent({ event: "DENIED", proto, peer: source, dst: "-", reason });
   }
 
-  /** Starts the TLS thread; if it cannot start (logged), Deno serves TLS itself. */
+  /** Starts the relay thread; if it cannot start (logged), Deno serves every listener itself. */
   async #openKernel(): Promise<void> {
     try {
       const kernel = await KernelRelay.open(
@@ -264,7 +265,7 @@ export class ProxyServer {
       if (this.#closed) await kernel.close(); // stopped meanwhile
       else this.#kernel = kernel;
     } catch (error) {
-      log.error("RELAY=kernel unavailable, TLS served by Deno: {error}", {
+      log.error("RELAY=kernel unavailable, connections served by Deno: {error}", {
         error: errorName(error),
       });
     }

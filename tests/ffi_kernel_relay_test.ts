@@ -54,7 +54,7 @@ function helloOf(g: Greeting) {
   return hello as Extract<typeof hello, { kind: "hello" }>;
 }
 
-/** The TLS plane serving one loopback listener, with what it reported. */
+/** The relay thread serving one loopback listener, with what it reported. */
 interface Plane {
   relay: KernelRelay;
   admission: Admission;
@@ -136,7 +136,7 @@ async function setUp(plane: Plane, first: Uint8Array, options: Partial<ForwardOp
   return { client, server, done, greeting };
 }
 
-Deno.test("TLS plane: the ClientHello is parsed there, replayed upstream, and 16 MiB each way relayed", () =>
+Deno.test("relay thread, TLS: the ClientHello is parsed there, replayed upstream, and 16 MiB each way relayed", () =>
   withPlane(async (plane) => {
     const hello = buildHello();
     const { client, server, done, greeting } = await setUp(plane, hello);
@@ -170,7 +170,7 @@ Deno.test("TLS plane: the ClientHello is parsed there, replayed upstream, and 16
     assert.equal(plane.relay.size, 0);
   }));
 
-Deno.test("TLS plane: a hello in small pieces is put together before it is parsed", () =>
+Deno.test("relay thread, TLS: a hello in small pieces is put together before it is parsed", () =>
   withPlane(async (plane) => {
     const hello = buildHello();
     const client = await Deno.connect({ hostname: "127.0.0.1", port: plane.listener.addr.port });
@@ -186,7 +186,7 @@ Deno.test("TLS plane: a hello in small pieces is put together before it is parse
     client.close();
   }));
 
-Deno.test("TLS plane: after the client's FIN the answer still flows (half-close)", () =>
+Deno.test("relay thread, TLS: after the client's FIN the answer still flows (half-close)", () =>
   withPlane(async (plane) => {
     const { client, server, done } = await setUp(plane, new TextEncoder().encode("request"));
     await client.closeWrite();
@@ -201,7 +201,7 @@ Deno.test("TLS plane: after the client's FIN the answer still flows (half-close)
     server.close();
   }));
 
-Deno.test("TLS plane: idle deadline, close and a peer reset each end a relay with a reason", async () => {
+Deno.test("relay thread, TLS: idle deadline, close and a peer reset each end a relay with a reason", async () => {
   await withPlane(async (plane) => {
     const { client, server, done } = await setUp(plane, new Uint8Array([0x50]), {
       idleTimeoutMs: 300,
@@ -232,7 +232,7 @@ Deno.test("TLS plane: idle deadline, close and a peer reset each end a relay wit
   });
 });
 
-Deno.test("TLS plane: a refused connect is an error word, and the client is closed", () =>
+Deno.test("relay thread, TLS: a refused connect is an error word, and the client is closed", () =>
   withPlane(async (plane) => {
     const port = freePort();
     for (const address of ["127.0.0.1", "::1"]) {
@@ -249,7 +249,7 @@ Deno.test("TLS plane: a refused connect is an error word, and the client is clos
     }
   }));
 
-Deno.test("TLS plane: silence, an early close and an unknown answer each end a greeting", () =>
+Deno.test("relay thread, TLS: silence, an early close and an unknown answer each end a greeting", () =>
   withPlane(async (plane) => {
     const silent = await Deno.connect({ hostname: "127.0.0.1", port: plane.listener.addr.port });
     const started = Date.now();
@@ -276,7 +276,7 @@ Deno.test("TLS plane: silence, an early close and an unknown answer each end a g
     assert.equal(result.error, "closed");
   }, { firstBytesTimeoutMs: 300 }));
 
-Deno.test("TLS plane: the shared limits refuse at the door, counted across threads", () =>
+Deno.test("relay thread, TLS: the shared limits refuse at the door, counted across threads", () =>
   withPlane(async (plane) => {
     // One connection is held by "the main thread": the plane has room for one more.
     assert.equal(plane.admission.admit("198.18.1.10", 2, 0), null);
@@ -293,7 +293,7 @@ Deno.test("TLS plane: the shared limits refuse at the door, counted across threa
     plane.admission.release("198.18.1.10");
   }, { maxConnections: 2 }));
 
-Deno.test("TLS plane: after close, forwards end as aborted and listeners are not taken", async () => {
+Deno.test("relay thread, TLS: after close, forwards end as aborted and listeners are not taken", async () => {
   const relay = await KernelRelay.open(libcPath, new Admission(), SETTINGS, POLICY);
   await relay.close();
   const result = await relay.forward(1, "127.0.0.1", 9, {
@@ -313,7 +313,7 @@ Deno.test("TLS plane: after close, forwards end as aborted and listeners are not
   }
 });
 
-Deno.test("TLS plane: once unlistened and closed in Deno, the port refuses connections", async () => {
+Deno.test("relay thread, TLS: once unlistened and closed in Deno, the port refuses connections", async () => {
   const relay = await KernelRelay.open(libcPath, new Admission(), SETTINGS, POLICY);
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr;
@@ -360,7 +360,7 @@ async function readUntil(conn: Deno.Conn, marker: string): Promise<string> {
   return got;
 }
 
-Deno.test("HTTP plane: a later request for another host on a kept-alive connection is refused there", () =>
+Deno.test("relay thread, HTTP: a later request for another host on a kept-alive connection is refused there", () =>
   withPlane(
     async (plane) => {
       const events: unknown[] = [];
@@ -398,7 +398,7 @@ Deno.test("HTTP plane: a later request for another host on a kept-alive connecti
     "HTTP",
   ));
 
-Deno.test("HTTP plane: a refusal is answered, a head too large is the parser's verdict, an unreachable upstream gets 502", () =>
+Deno.test("relay thread, HTTP: a refusal is answered, a head too large is the parser's verdict, an unreachable upstream gets 502", () =>
   withPlane(
     async (plane) => {
       const denied = await Deno.connect({ hostname: "127.0.0.1", port: plane.listener.addr.port });
