@@ -305,6 +305,10 @@ async function loop(): Promise<void> {
         s.read(fd, counter, 8n);
         continue;
       }
+      // An fd closed earlier in this batch may have been reused by an accept in it: its stale
+      // event then reaches a new greeting, which only tries a read (EAGAIN at worst). Nothing
+      // that acts on an event's error bits can be new within a batch: relays and upstream
+      // sockets start from commands, between batches.
       const owner = owners.get(fd);
       if (owner === undefined) continue; // ended earlier in this batch
       if (owner.kind === "listen") acceptFrom(owner, now);
