@@ -105,6 +105,8 @@ const ACCEPTS_PER_EVENT = 64;
 /** Most first flights fit; a larger one grows the buffer up to the parser's bound. */
 const FIRST_BYTES = 4096;
 const NO_BYTES = new Uint8Array(0);
+/** How long reports nothing waits on (ends, refusals) may wait for company. */
+const LATE_REPORT_MS = 5;
 /** What {@link act} did with a direction. */
 const IDLE = 0, ACTED = 1, ENDED = 2;
 /** How long a refused HTTP client may keep sending before its socket is closed under it. */
@@ -231,6 +233,10 @@ const lingering = new Set<Lingering>();
 const inbox: RelayCommand[] = [];
 const outbox: RelayReport[] = [];
 let received = 0;
+/** The outbox holds a report the main thread waits on. */
+let urgent = false;
+/** When the oldest report that can wait was made (0: none). */
+let lateSince = 0;
 /** Listeners out of the epoll set after an accept error, until the next sweep. */
 let paused = 0;
 let nextId = 1;
@@ -266,11 +272,22 @@ if (epfd < 0 || !ctl(EPOLL_CTL_ADD, init.eventFd, EPOLLIN)) {
 
 function report(message: RelayReport): void {
   outbox.push(message);
+  if (message.kind === "greeting" || message.kind === "failed" || message.kind === "stopped") {
+    urgent = true;
+  } else if (lateSince === 0) lateSince = Date.now();
 }
 
-function flushReports(): void {
+/**
+ * Sends what was reported, now if anything waits on it (a greeting to decide), else once the
+ * oldest report is LATE_REPORT_MS old: the ends of connections and refusals only feed logs and
+ * metrics, and sending them with the next batch spares the main thread a wake-up each.
+ */
+function flushReports(force = false): void {
   if (outbox.length === 0) return;
+  if (!force && !urgent && Date.now() - lateSince < LATE_REPORT_MS) return;
   self.postMessage(outbox.splice(0));
+  urgent = false;
+  lateSince = 0;
 }
 
 async function loop(): Promise<void> {
@@ -289,7 +306,8 @@ async function loop(): Promise<void> {
     const open = greeted.size + relayed.size + lingering.size + paused > 0;
     // Whatever this turn produced goes out before the thread may block.
     flushReports();
-    const n = s.epoll_wait(epfd, events, MAX_EVENTS, open ? SWEEP_MS : -1);
+    const wait = outbox.length > 0 ? LATE_REPORT_MS : open ? SWEEP_MS : -1;
+    const n = s.epoll_wait(epfd, events, MAX_EVENTS, wait);
     if (n < 0 && readErrno() !== EINTR) {
       // A bug or a resource limit: end every connection, loudly, and keep serving commands.
       const error = `epoll_${errnoName(readErrno())}`;

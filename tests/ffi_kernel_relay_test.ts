@@ -286,6 +286,14 @@ Deno.test("relay thread, TLS: the shared limits refuse at the door, counted acro
     const second = await Deno.connect({ hostname: "127.0.0.1", port: plane.listener.addr.port });
     assert.equal((await within(readAll(second), 5_000, "refused connection")).length, 0);
     second.close();
+    // Refusals feed only logs and metrics: they reach the main thread with a later batch.
+    await within(
+      (async () => {
+        while (plane.refusals.length === 0) await new Promise((r) => setTimeout(r, 5));
+      })(),
+      5_000,
+      "the refusal report",
+    );
     assert.deepEqual(plane.refusals, [{ source: "127.0.0.1", reason: "too_many_connections" }]);
     plane.relay.dismiss(greeting.id);
     await readAll(first);
