@@ -36,7 +36,12 @@ import { openLibc } from "./libc.ts";
 import { originalDestinationOfFd } from "./original_dst.ts";
 import { ERRNO_SYMBOLS, errnoName, errnoReader } from "./errno.ts";
 import { Admission } from "../src/admission.ts";
-import { denialResponse } from "../src/decision.ts";
+import {
+  DENY_LINGER_BYTES,
+  DENY_LINGER_MS,
+  HEAD_TOO_LARGE,
+  UPSTREAM_UNREACHABLE,
+} from "../src/decision.ts";
 import { HttpHeadScanner, MAX_HEAD_BYTES } from "../src/http_head.ts";
 import { canonicalAddress, formatEndpoint } from "../src/ip_address.ts";
 import { type CheckStep, RequestChecker } from "../src/request_check.ts";
@@ -109,12 +114,6 @@ const NO_BYTES = new Uint8Array(0);
 const LATE_REPORT_MS = 5;
 /** What {@link act} did with a direction. */
 const IDLE = 0, ACTED = 1, ENDED = 2;
-/** How long a refused HTTP client may keep sending before its socket is closed under it. */
-const LINGER_MS = 1000;
-/** What a refused HTTP client may send before its socket is closed under it. */
-const LINGER_BYTES = 65536;
-const TOO_LARGE = denialResponse(431, "the request head is too large");
-const UNREACHABLE = denialResponse(502, "the upstream server could not be reached");
 const ONE = new Uint8Array(new Int32Array([1]).buffer);
 
 /** A listening socket handed over by the main thread (a duplicate this thread closes). */
@@ -578,7 +577,7 @@ function sendGreeting(g: Greeted, read: Greeting["read"]): void {
  */
 function failGreeting(g: Greeted, reason: ReadFailure): void {
   sendGreeting(g, { ok: false, reason });
-  if (g.proto === "HTTP" && reason === "too_large") refuseGreeting(g, TOO_LARGE);
+  if (g.proto === "HTTP" && reason === "too_large") refuseGreeting(g, HEAD_TOO_LARGE);
   else endGreeting(g);
 }
 
@@ -606,7 +605,7 @@ function startLinger(fd: number, source: string, response: Uint8Array): void {
     pending: response,
     shut: false,
     discarded: 0,
-    deadline: Date.now() + LINGER_MS,
+    deadline: Date.now() + DENY_LINGER_MS,
     interest: 0,
   };
   lingering.add(l);
@@ -634,7 +633,7 @@ function linger(l: Lingering): void {
       }
       if (n <= 0) return endLinger(l);
       l.discarded += n;
-      if (l.discarded >= LINGER_BYTES) return endLinger(l);
+      if (l.discarded >= DENY_LINGER_BYTES) return endLinger(l);
     }
   }
   const mask = l.pending !== null ? EPOLLOUT : EPOLLIN;
@@ -844,7 +843,7 @@ function finish(r: Relayed, error?: string): void {
   if (r.local !== "") upstreamEnds.delete(r.local);
   if (r.proto === "HTTP" && !r.connected && error?.startsWith("connect_")) {
     if (r.interest[0] !== 0) ctl(EPOLL_CTL_DEL, r.client, 0);
-    startLinger(r.client, r.source, UNREACHABLE);
+    startLinger(r.client, r.source, UPSTREAM_UNREACHABLE);
   } else {
     s.close(r.client);
     admission.release(r.source);

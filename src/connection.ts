@@ -13,7 +13,17 @@ import type { SocketAddress } from "../ffi/sockaddr.ts";
 import { canonicalAddress, formatEndpoint } from "./ip_address.ts";
 import type { Allowlist } from "./allowlist.ts";
 import type { Config } from "./config.ts";
-import { decideHttp, decideTls, type Decision, denialMessage, denialResponse } from "./decision.ts";
+import {
+  decideHttp,
+  decideTls,
+  type Decision,
+  denialMessage,
+  denialResponse,
+  DENY_LINGER_BYTES,
+  DENY_LINGER_MS,
+  HEAD_TOO_LARGE,
+  UPSTREAM_UNREACHABLE,
+} from "./decision.ts";
 import { decideDestination } from "./destination_pin.ts";
 import type { DnsCache } from "./dns_cache.ts";
 import { type HttpHeadResult, HttpHeadScanner, MAX_HEAD_BYTES } from "./http_head.ts";
@@ -57,9 +67,6 @@ export interface ConnectionContext {
 type Denial = Extract<Decision, { allowed: false }>;
 
 const EMPTY = new Uint8Array(0);
-
-/** How long a denied HTTP client may keep sending before the socket is closed under it. */
-const DENY_LINGER_MS = 1000;
 
 /**
  * Handles one connection to the end. `source` is the client's canonical address, when the
@@ -112,7 +119,7 @@ export async function handleConnection(
     connecting = undefined;
     if (!upstream.ok) {
       if (proto === "HTTP") {
-        await refuseHttp(conn, denialResponse(502, "the upstream server could not be reached"));
+        await refuseHttp(conn, UPSTREAM_UNREACHABLE);
       }
       logClosed(fields, started, 0, 0, upstream.error);
       return;
@@ -413,7 +420,7 @@ async function readFailed(
 ): Promise<null> {
   logReadFailure(fields, reason);
   if (proto === "HTTP" && reason === "too_large") {
-    await refuseHttp(conn, denialResponse(431, "the request head is too large"));
+    await refuseHttp(conn, HEAD_TOO_LARGE);
   }
   return null;
 }
@@ -437,7 +444,7 @@ async function refuseHttp(conn: Deno.TcpConn, response: Uint8Array): Promise<voi
     await writeAll(conn, response);
     await conn.closeWrite();
     const sink = new Uint8Array(4096);
-    for (let total = 0; total < 65536;) {
+    for (let total = 0; total < DENY_LINGER_BYTES;) {
       const n = await conn.read(sink);
       if (n === null) break;
       total += n;

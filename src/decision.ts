@@ -64,6 +64,24 @@ export function denialResponse(status: 400 | 403 | 431 | 502, message: string): 
   );
 }
 
+/** The answer to a request head too large to read whole. */
+export const HEAD_TOO_LARGE: Uint8Array = denialResponse(431, "the request head is too large");
+
+/** The answer when the allowed destination could not be connected to. */
+export const UPSTREAM_UNREACHABLE: Uint8Array = denialResponse(
+  502,
+  "the upstream server could not be reached",
+);
+
+/**
+ * After a refusal the socket is half-closed, and what the client still sends is read and
+ * dropped for this long (or up to `DENY_LINGER_BYTES`), so that closing does not reset the
+ * connection before the client has read the answer.
+ */
+export const DENY_LINGER_MS = 1000;
+/** See {@link DENY_LINGER_MS}. */
+export const DENY_LINGER_BYTES = 65536;
+
 /** The one-line body for a denial. */
 export function denialMessage(decision: Extract<Decision, { allowed: false }>): string {
   if (decision.reason === "not_allowed") return `${decision.name} is not on the allowlist`;
