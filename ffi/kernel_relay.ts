@@ -61,10 +61,13 @@ export interface ForwardOptions {
   onEvent?: (event: RequestEvent) => void;
 }
 
-/** Why reading a ClientHello ended without one (as `preamble.ts` words it). */
+/** Why reading a first flight ended without a verdict (as `preamble.ts` words it). */
 export type ReadFailure = "timeout" | "closed" | "too_large" | "read_error";
 
-/** A connection the thread accepted, with its ClientHello read (or why it could not be). */
+/**
+ * A connection the thread accepted, with its first flight (request head or ClientHello) read,
+ * or why it could not be.
+ */
 export interface Greeting {
   /** Names the connection in {@link KernelRelay.forward} and {@link KernelRelay.dismiss}. */
   id: number;
@@ -105,7 +108,7 @@ export interface PlaneSettings {
 
 /** Where the thread's news about one listener goes. */
 export interface ListenerHandlers {
-  /** Every accepted connection, once its hello is read or reading it failed. */
+  /** Every accepted connection, once its first flight is read or reading it failed. */
   greeting(greeting: Greeting): void;
   /** A connection refused at the door by the limits (closed at once). */
   refused(source: string, reason: Refusal): void;
@@ -198,6 +201,8 @@ export class KernelRelay {
   readonly #listeners = new Map<number, ListenerHandlers>();
   #outbox: RelayCommand[] = [];
   #nextListenId = 1;
+  /** epoll fds of Deno's reactor, found once (they live as long as the process). */
+  #reactors: number[] | undefined;
   #failure: string | undefined;
   #stopped: Promise<void> | undefined;
   #onStopped: (() => void) | undefined;
@@ -213,7 +218,7 @@ export class KernelRelay {
   /**
    * Starts the thread over the libc at `path` (the one `openLibc` found), counting in
    * `admission`, and proves on loopback that it can take a Deno listener, accept, read and
-   * relay; rejects with the reason otherwise (then Deno serves TLS itself).
+   * relay; rejects with the reason otherwise (then Deno serves every listener itself).
    */
   static async open(
     path: string,
@@ -269,6 +274,11 @@ export class KernelRelay {
     this.#worker.postMessage(init);
   }
 
+  /** Neither failed nor closing: commands still reach the thread. */
+  get #running(): boolean {
+    return this.#failure === undefined && this.#stopped === undefined;
+  }
+
   /** Connections forwarded and not yet ended. */
   get size(): number {
     return this.#pending.size;
@@ -284,7 +294,7 @@ export class KernelRelay {
     proto: PlaneProto,
     handlers: ListenerHandlers,
   ): number | string {
-    if (this.#failure !== undefined || this.#stopped !== undefined) return "relay_stopped";
+    if (!this.#running) return "relay_stopped";
     const fd = this.#listenerFd(listener.addr);
     if (fd === undefined) return "listener_not_found";
     const dup = this.#lib.symbols.fcntl(fd, F_DUPFD_CLOEXEC, 0);
@@ -316,7 +326,7 @@ export class KernelRelay {
   }
 
   /**
-   * Connects a greeted connection to `address:port`, sends its ClientHello and relays both
+   * Connects a greeted connection to `address:port`, sends its first flight and relays both
    * ways until both directions have ended, either side fails, the idle deadline passes or the
    * relay closes. Never rejects: failures are error words (`connect_ECONNREFUSED`,
    * `connect_timeout`, `idle_timeout`, `aborted`).
@@ -327,7 +337,7 @@ export class KernelRelay {
     port: number,
     options: ForwardOptions,
   ): Promise<KernelRelayResult> {
-    if (this.#failure !== undefined || this.#stopped !== undefined) {
+    if (!this.#running) {
       return Promise.resolve({ up: 0, down: 0, error: this.#failure ?? "aborted" });
     }
     return new Promise((resolve) => {
@@ -349,16 +359,12 @@ export class KernelRelay {
    * server does: half-close, and a moment to read what the client still sends.
    */
   refuse(id: number, response: Uint8Array): void {
-    if (this.#failure === undefined && this.#stopped === undefined) {
-      this.#post({ kind: "refuse", id, response });
-    }
+    if (this.#running) this.#post({ kind: "refuse", id, response });
   }
 
   /** Closes a greeted connection without a word (a denial, or a stop). */
   dismiss(id: number): void {
-    if (this.#failure === undefined && this.#stopped === undefined) {
-      this.#post({ kind: "dismiss", id });
-    }
+    if (this.#running) this.#post({ kind: "dismiss", id });
   }
 
   /**
@@ -388,7 +394,8 @@ export class KernelRelay {
 
   /** Removes `fd` from Deno's reactor (every epoll set of the process that has it). */
   #unwatch(fd: number): void {
-    for (const epfd of this.#eventpollFds()) {
+    this.#reactors ??= this.#eventpollFds();
+    for (const epfd of this.#reactors) {
       // Succeeds only in an epoll set that has this very socket under this number.
       this.#lib.symbols.epoll_ctl(epfd, EPOLL_CTL_DEL, fd, NO_EVENT);
     }

@@ -459,7 +459,7 @@ function acceptFrom(l: Listening, now: number): void {
   }
 }
 
-/** Starts reading a new connection's ClientHello; its original destination is read first. */
+/** Starts reading a new connection's first flight; its original destination is read first. */
 function greet(
   l: Listening,
   fd: number,
@@ -473,9 +473,10 @@ function greet(
   s.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, ONE, 4);
   const local = socketAddressOf(libc, fd, "getsockname");
   const origin = local.ok ? originalDestinationOfFd(libc, fd, local.address) : local;
+  const id = nextId++;
   const g: Greeted = {
     kind: "greet",
-    id: nextId++,
+    id,
     fd,
     source,
     proto: l.proto,
@@ -486,17 +487,7 @@ function greet(
     deadline: now + settings.firstBytesTimeoutMs,
     waiting: false,
     registered: false,
-    known: null,
-  };
-  g.known = {
-    id: g.id,
-    listenId: l.listenId,
-    proto: l.proto,
-    source,
-    port,
-    origin,
-    loop,
-    accepted: now,
+    known: { id, listenId: l.listenId, proto: l.proto, source, port, origin, loop, accepted: now },
   };
   greeted.set(g.id, g);
   owners.set(fd, g);
@@ -513,7 +504,7 @@ function greet(
  * flight comes whole (nearly all) costs one small copy and no buffer of its own.
  */
 function readFirst(g: Greeted): void {
-  const max = g.proto === "HTTP" ? MAX_HEAD_BYTES : MAX_CLIENT_HELLO_BYTES;
+  const max = firstFlightMax(g);
   if (g.length > 0 && g.length === g.buffer.length) {
     const grown = new Uint8Array(Math.min(g.buffer.length * 4, max));
     grown.set(g.buffer);
@@ -555,12 +546,16 @@ function readFirst(g: Greeted): void {
   sendGreeting(g, read);
 }
 
+/** The parser's bound on the first flight: a request head, or a ClientHello. */
+function firstFlightMax(g: Greeted): number {
+  return g.proto === "HTTP" ? MAX_HEAD_BYTES : MAX_CLIENT_HELLO_BYTES;
+}
+
 /** Copies a first read out of the shared buffer: exactly, or with room to read on. */
 function keep(g: Greeted, bytes: Uint8Array, complete: boolean): void {
-  const max = g.proto === "HTTP" ? MAX_HEAD_BYTES : MAX_CLIENT_HELLO_BYTES;
   g.buffer = complete
     ? bytes.slice()
-    : new Uint8Array(Math.min(max, Math.max(FIRST_BYTES, bytes.length * 2)));
+    : new Uint8Array(Math.min(firstFlightMax(g), Math.max(FIRST_BYTES, bytes.length * 2)));
   if (!complete) g.buffer.set(bytes);
 }
 
