@@ -130,7 +130,7 @@ export class ProxyServer {
       const loops = this.#listeners.map(({ listener, proto }) =>
         this.#servedByKernel(listener, proto) ? stopped : this.#acceptLoop(listener, proto)
       );
-      const failed = this.#kernel?.failed.then((error) => error) ?? new Promise<never>(() => {});
+      const failed = this.#kernel?.failed ?? new Promise<never>(() => {});
       const outcome = await Promise.race([Promise.all(loops).then(() => null), failed]);
       if (outcome !== null && this.#accepting) {
         throw new RelayThreadError(`the relay thread failed (${outcome}); nothing accepts`);
@@ -218,7 +218,7 @@ export class ProxyServer {
     this.#active.add(task);
   }
 
-  /** A TLS connection the thread accepted and read: decided here, relayed there. */
+  /** A connection the thread accepted and read: decided here, relayed there. */
   #greeted(kernel: KernelRelay, greeting: Greeting): void {
     // The thread counts it out of the limits when it closes the socket.
     const task = handleGreeting(greeting, kernel, this.#context(this.#config)).finally(() => {
