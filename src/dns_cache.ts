@@ -15,6 +15,7 @@
  */
 
 import { Resolver } from "node:dns/promises";
+import { dnsKey as cacheKey, type DnsSnapshot } from "./dns_copy.ts";
 import { canonicalIp } from "./ip_address.ts";
 
 /** One answer record: an address and its TTL in seconds. */
@@ -120,15 +121,6 @@ export function systemResolve(timeoutMs = 5000): ResolveFn {
   };
 }
 
-/** Lowercase, one trailing dot dropped; `null` if it cannot be a DNS name. */
-function cacheKey(name: string): string | null {
-  let k = name.toLowerCase();
-  if (k.endsWith(".")) k = k.slice(0, -1);
-  if (k.length === 0 || k.length > 253 || !/^[a-z0-9_.-]+$/.test(k)) return null;
-  if (k.startsWith(".") || k.includes("..")) return null;
-  return k;
-}
-
 /** Cache of A/AAAA answers; see the module doc. */
 export class DnsCache {
   readonly #resolve: ResolveFn;
@@ -197,6 +189,20 @@ export class DnsCache {
     if (key === null) return [];
     const entry = this.#touch(key, this.#now());
     return entry === null ? [] : [...entry.addresses.keys()];
+  }
+
+  /**
+   * The name's answers with their expiry times, for a copy on another thread (`dns_copy.ts`);
+   * null unless {@link lookup} would answer the name now without asking the resolver.
+   */
+  snapshot(name: string): DnsSnapshot | null {
+    const key = cacheKey(name);
+    if (key === null) return null;
+    const entry = this.#entries.get(key);
+    const now = this.#now();
+    if (entry === undefined || now >= entry.freshUntil) return null;
+    const addresses = [...entry.addresses].filter(([, expires]) => expires > now);
+    return addresses.length > 0 ? { name: key, freshUntil: entry.freshUntil, addresses } : null;
   }
 
   /** Looks an entry up, marks it recently used and drops its expired addresses. */

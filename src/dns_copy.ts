@@ -1,0 +1,88 @@
+/**
+ * A read-only copy of some of the DNS cache's answers, for the relay thread: with it the thread
+ * can pin an allowed connection to its name's addresses without asking the main thread.
+ *
+ * The main thread resolves; the copy only ever holds what the cache returned, with the cache's
+ * own expiry times, and answers only while the cache itself would answer without asking the
+ * resolver again. Past that, or for a name it does not hold, it has no answer and the caller
+ * asks the main thread. Pure: no I/O, the clock is the caller's.
+ * @module
+ */
+
+/** One name's answers as the cache holds them, for {@link DnsCopy.learn}. */
+export interface DnsSnapshot {
+  /** The cache key (see {@link dnsKey}). */
+  name: string;
+  /** Until when (ms since the epoch) the cache answers the name without the resolver. */
+  freshUntil: number;
+  /** Canonical address and its own expiry (ms), in the order the cache returns them. */
+  addresses: [string, number][];
+}
+
+/** Lowercase, one trailing dot dropped; `null` if it cannot be a DNS name. */
+export function dnsKey(name: string): string | null {
+  let k = name.toLowerCase();
+  if (k.endsWith(".")) k = k.slice(0, -1);
+  if (k.length === 0 || k.length > 253 || !/^[a-z0-9_.-]+$/.test(k)) return null;
+  if (k.startsWith(".") || k.includes("..")) return null;
+  return k;
+}
+
+/** Most names a copy holds (the oldest learned is dropped first), as the cache's default. */
+export const DNS_COPY_MAX_NAMES = 4096;
+/** Most addresses kept per name, as the cache's default. */
+export const DNS_COPY_MAX_ADDRESSES = 64;
+
+/** See the module doc. */
+export class DnsCopy {
+  readonly #entries = new Map<string, DnsSnapshot>();
+  readonly #maxNames: number;
+
+  /** An empty copy holding at most `maxNames` names. */
+  constructor(maxNames = DNS_COPY_MAX_NAMES) {
+    this.#maxNames = maxNames;
+  }
+
+  /** Names held (expired ones included until they are asked for or pushed out). */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** Takes a name's answers as the cache holds them now, replacing what was held for it. */
+  learn(snapshot: DnsSnapshot): void {
+    const key = dnsKey(snapshot.name);
+    if (key === null || key !== snapshot.name) return;
+    this.#entries.delete(key);
+    this.#entries.set(key, {
+      name: key,
+      freshUntil: snapshot.freshUntil,
+      addresses: snapshot.addresses.slice(0, DNS_COPY_MAX_ADDRESSES),
+    });
+    while (this.#entries.size > this.#maxNames) {
+      this.#entries.delete(this.#entries.keys().next().value as string);
+    }
+  }
+
+  /**
+   * The addresses the cache would return for `name` at `now` without asking the resolver, or
+   * null when it would ask (the name is not held, or no longer fresh).
+   */
+  addresses(name: string, now: number): string[] | null {
+    const key = dnsKey(name);
+    if (key === null) return null;
+    const entry = this.#entries.get(key);
+    if (entry === undefined) return null;
+    if (now >= entry.freshUntil) {
+      this.#entries.delete(key);
+      return null;
+    }
+    const live: string[] = [];
+    for (const [address, expires] of entry.addresses) if (expires > now) live.push(address);
+    return live.length > 0 ? live : null;
+  }
+
+  /** Forgets every name. */
+  clear(): void {
+    this.#entries.clear();
+  }
+}
