@@ -1,20 +1,23 @@
 /**
  * The relay thread, seen from the main thread: accepting, reading the first flight (request head
  * or ClientHello) and relaying every connection on a thread of its own, through libc
- * (`kernel_relay_worker.ts`), while the main thread keeps the decisions (policy, DNS,
- * destination pinning, logs and metrics).
+ * (`kernel_relay_worker.ts`), while the main thread keeps the logs, the metrics, DNS and every
+ * decision but the plainest.
  *
  * The listeners stay Deno's (bound, reported and closed as before), but nothing in Deno accepts
  * on them: each listener's socket is duplicated for the thread and taken out of Deno's reactor.
- * The thread accepts, counts each connection against the shared limits, reads its first flight
- * and sends what the parser made of it here; {@link KernelRelay.forward},
- * {@link KernelRelay.refuse} (HTTP) or {@link KernelRelay.dismiss} (TLS) answers it.
+ * The thread accepts, counts each connection against the shared limits and reads its first
+ * flight. A plain allow (redirected, allowed, its name's addresses in the thread's copy of the
+ * DNS cache: `first_verdict.ts`) it forwards at once and reports as decided; everything else it
+ * sends here as a greeting, which {@link KernelRelay.forward}, {@link KernelRelay.refuse} (HTTP)
+ * or {@link KernelRelay.dismiss} (TLS) answers, and {@link KernelRelay.learn} gives the thread
+ * the answers that let it allow the name's next connections itself.
  *
  * Why: through `Deno.Conn`, a connection costs an accept, a read, a connect and a write per
  * direction as runtime ops with their promises, timers and buffers, and an idle relay holds a
- * pending read (about 16 KiB) on each socket. Here the main thread sees two messages per
- * connection, and an idle connection costs its two kernel sockets, an epoll entry and a small
- * record.
+ * pending read (about 16 KiB) on each socket. Here the main thread sees a connection the thread
+ * allowed as two reports in batches, with no round trip before it is forwarded, and an idle
+ * connection costs its two kernel sockets, an epoll entry and a small record.
  * @module
  */
 
@@ -24,6 +27,9 @@ import { type Libc, openLibc } from "./libc.ts";
 import type { OriginalDstResult } from "./original_dst.ts";
 import type { Admission, AdmissionShare, Refusal } from "../src/admission.ts";
 import type { Allowlist } from "../src/allowlist.ts";
+import type { DnsSnapshot } from "../src/dns_copy.ts";
+import type { QuickPolicy } from "../src/first_verdict.ts";
+import type { EventFields } from "../src/log.ts";
 import type { HttpHeadResult } from "../src/http_head.ts";
 import { canonicalAddress } from "../src/ip_address.ts";
 import type { SourcePolicy } from "../src/source_policy.ts";
@@ -92,11 +98,15 @@ export interface Greeting {
     | { ok: false; reason: ReadFailure };
 }
 
-/** The policy later HTTP requests are checked against (the one in force, after reloads). */
+/**
+ * The policy later HTTP requests are checked against (the one in force, after reloads), and
+ * what the thread needs to allow a new connection by itself (null: every one is asked here).
+ */
 export interface PlanePolicy {
   allowlist: Allowlist;
   sourcePolicy: SourcePolicy;
   audit: boolean;
+  quick: QuickPolicy | null;
 }
 
 /** What the thread applies to connections it accepts. */
@@ -104,12 +114,33 @@ export interface PlaneSettings {
   firstBytesTimeoutMs: number;
   maxConnections: number;
   maxConnectionsPerSource: number;
+  /** For the connections the thread allows by itself. */
+  connectTimeoutMs: number;
+  idleTimeoutMs: number;
+}
+
+/**
+ * A connection the thread allowed by itself (see `first_verdict.ts`) and is relaying: its
+ * ALLOWED line's fields, for the logs and metrics, which stay here.
+ */
+export interface Decided {
+  /** Names the connection in {@link KernelRelay.adopt}. */
+  id: number;
+  listenId: number;
+  /** When the connection was accepted (milliseconds since the epoch). */
+  accepted: number;
+  fields: EventFields;
 }
 
 /** Where the thread's news about one listener goes. */
 export interface ListenerHandlers {
-  /** Every accepted connection, once its first flight is read or reading it failed. */
+  /**
+   * Every accepted connection, once its first flight is read or reading it failed, unless the
+   * thread allowed it by itself.
+   */
   greeting(greeting: Greeting): void;
+  /** A connection the thread allowed by itself; {@link KernelRelay.adopt} follows its relay. */
+  decided(decided: Decided): void;
   /** A connection refused at the door by the limits (closed at once). */
   refused(source: string, reason: Refusal): void;
   /** accept() failed (e.g. out of descriptors); the listener pauses for a moment. */
@@ -133,6 +164,7 @@ export type RelayCommand =
   | { kind: "unlisten"; listenId?: number }
   | { kind: "settings"; settings: PlaneSettings }
   | { kind: "policy"; policy: PlanePolicy }
+  | { kind: "learn"; snapshot: DnsSnapshot }
   | {
     kind: "forward";
     id: number;
@@ -149,6 +181,7 @@ export type RelayCommand =
 /** What the worker tells the main thread (sent in batches). */
 export type RelayReport =
   | { kind: "greeting"; greeting: Greeting }
+  | { kind: "decided"; decided: Decided }
   | { kind: "refused"; listenId: number; source: string; reason: Refusal }
   | { kind: "accept_error"; listenId: number; error: string }
   | { kind: "done"; id: number; up: number; down: number; connectMs?: number; error?: string }
@@ -355,6 +388,23 @@ export class KernelRelay {
   }
 
   /**
+   * Follows a connection the thread allowed by itself (reported to `decided`) to its end, as
+   * {@link forward} does. Call it from the `decided` handler, before anything is awaited: its
+   * end may be in the same batch.
+   */
+  adopt(id: number, onEvent?: (event: RequestEvent) => void): Promise<KernelRelayResult> {
+    if (!this.#running) {
+      return Promise.resolve({ up: 0, down: 0, error: this.#failure ?? "aborted" });
+    }
+    return new Promise((resolve) => this.#pending.set(id, { resolve, onEvent }));
+  }
+
+  /** Gives the thread a name's DNS answers, so it can pin that name's connections itself. */
+  learn(snapshot: DnsSnapshot): void {
+    if (this.#running) this.#post({ kind: "learn", snapshot });
+  }
+
+  /**
    * Answers a greeted HTTP connection with `response` (a denial), then closes it the way a
    * server does: half-close, and a moment to read what the client still sends.
    */
@@ -437,6 +487,7 @@ export class KernelRelay {
       const greeting = new Promise<Greeting>((resolve) => greeted = resolve);
       const listenId = this.serve(listener, "HTTPS", {
         greeting: (g) => greeted(g),
+        decided: () => {},
         refused: () => {},
         acceptError: () => {},
       });
@@ -529,6 +580,8 @@ export class KernelRelay {
         if (report.greeting.read.ok) this.dismiss(report.greeting.id); // nobody to decide it
         return;
       }
+      case "decided":
+        return this.#listeners.get(report.decided.listenId)?.decided(report.decided);
       case "refused":
         return this.#listeners.get(report.listenId)?.refused(report.source, report.reason);
       case "accept_error":

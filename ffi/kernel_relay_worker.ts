@@ -5,9 +5,11 @@
  *
  * A connection's life here: accepted (`accept4`) and counted against the shared limits
  * (`admission.ts`); its original destination read (`SO_ORIGINAL_DST`); its first flight (request
- * head or ClientHello) read into a bounded buffer under the first-bytes deadline and parsed; the
- * verdict sent to the main thread, which decides and answers `forward`, `refuse` or `dismiss`.
- * On `forward` the upstream is connected, the first flight replayed and both directions relayed
+ * head or ClientHello) read into a bounded buffer under the first-bytes deadline and parsed. A
+ * plain allow (`first_verdict.ts`, with the main thread's DNS answers copied here) is forwarded
+ * at once and reported as decided; anything else goes to the main thread, which decides and
+ * answers `forward`, `refuse` or `dismiss`.
+ * Forwarded, the upstream is connected, the first flight replayed and both directions relayed
  * with non-blocking read/write and the half-close passed on; every later HTTP request goes
  * through the request checker first. A refusal is written, the socket half-closed, and what the
  * client still sends is dropped for a moment. The main thread never touches these sockets.
@@ -42,6 +44,9 @@ import {
   HEAD_TOO_LARGE,
   UPSTREAM_UNREACHABLE,
 } from "../src/decision.ts";
+import { DnsCopy } from "../src/dns_copy.ts";
+import type { Endpoint } from "../src/destination_pin.ts";
+import { quickVerdict } from "../src/first_verdict.ts";
 import { HttpHeadScanner, MAX_HEAD_BYTES } from "../src/http_head.ts";
 import { canonicalAddress, formatEndpoint } from "../src/ip_address.ts";
 import { type CheckStep, RequestChecker } from "../src/request_check.ts";
@@ -229,6 +234,14 @@ const upstreamEnds = new Set<string>();
 const greeted = new Map<number, Greeted>();
 const relayed = new Map<number, Relayed>();
 const lingering = new Set<Lingering>();
+/** The main thread's DNS answers for names it allowed: what the thread may pin to by itself. */
+const dnsCopy = new DnsCopy();
+/**
+ * Connections the thread allowed by itself in this batch of events, relayed once the batch is
+ * done: a stale event later in the batch, for an fd number closed and reused within it, must not
+ * reach a new relay (it would act on the old socket's error bits).
+ */
+const allowed: { g: Greeted; connectTo: Endpoint; check: RelayCheck }[] = [];
 const inbox: RelayCommand[] = [];
 const outbox: RelayReport[] = [];
 let received = 0;
@@ -239,6 +252,8 @@ let lateSince = 0;
 /** Listeners out of the epoll set after an accept error, until the next sweep. */
 let paused = 0;
 let nextId = 1;
+/** The checks a relayed connection's requests go through (HTTP), as `forward` asks. */
+type RelayCheck = Extract<RelayCommand, { kind: "forward" }>["check"];
 /** Resolves the loop's wait for a batch that was counted but has not arrived yet. */
 let arrived: (() => void) | undefined;
 const init = await new Promise<WorkerInit>((resolve) => {
@@ -334,6 +349,7 @@ async function loop(): Promise<void> {
       else if (!owner.connected) connected(owner, now);
       else ready(owner, fd, mask, now);
     }
+    relayAllowed();
     if (now - lastSweep >= SWEEP_MS) {
       lastSweep = now;
       sweep(now);
@@ -368,6 +384,9 @@ function command(c: Exclude<RelayCommand, { kind: "stop" }>): void {
       return;
     case "policy":
       policy = c.policy;
+      return;
+    case "learn":
+      dnsCopy.learn(c.snapshot);
       return;
     case "forward":
       return forward(c);
@@ -559,11 +578,34 @@ function keep(g: Greeted, bytes: Uint8Array, complete: boolean): void {
   if (!complete) g.buffer.set(bytes);
 }
 
-/** Tells the main thread how reading the hello ended (once per connection). */
+/**
+ * How reading the first flight ended (once per connection): a plain allow is the thread's to
+ * make (`first_verdict.ts`), reported as decided and relayed after this batch of events; the
+ * rest goes to the main thread to decide.
+ */
 function sendGreeting(g: Greeted, read: Greeting["read"]): void {
-  if (g.known === null) return;
-  report({ kind: "greeting", greeting: { ...g.known, read } });
+  const known = g.known;
+  if (known === null) return;
   g.known = null;
+  const quick = read.ok && policy.quick !== null
+    ? quickVerdict(
+      {
+        proto: known.proto,
+        source: known.source,
+        port: known.port,
+        origin: known.origin,
+        loop: known.loop,
+        read,
+      },
+      policy.quick,
+      (name) => dnsCopy.addresses(name, Date.now()),
+    )
+    : null;
+  if (quick === null) return report({ kind: "greeting", greeting: { ...known, read } });
+  const { id, listenId, accepted } = known;
+  report({ kind: "decided", decided: { id, listenId, accepted, fields: quick.fields } });
+  const check = g.proto === "HTTP" ? { pinnedName: quick.name } : undefined;
+  allowed.push({ g, connectTo: quick.connectTo, check });
 }
 
 /**
@@ -652,6 +694,26 @@ function forward(c: Extract<RelayCommand, { kind: "forward" }>): void {
     report({ kind: "done", id: c.id, up: 0, down: 0, error: "closed" });
     return;
   }
+  relay(g, c, c, c.check);
+}
+
+/** Relays the connections this thread allowed in the batch of events just handled. */
+function relayAllowed(): void {
+  for (const { g, connectTo, check } of allowed.splice(0)) {
+    if (greeted.has(g.id)) relay(g, connectTo, settings, check);
+  }
+}
+
+/**
+ * Connects a greeted connection to `to` and relays it; its first flight goes first, through
+ * `check` (HTTP) like every later request.
+ */
+function relay(
+  g: Greeted,
+  to: Endpoint,
+  deadlines: { connectTimeoutMs: number; idleTimeoutMs: number },
+  check: RelayCheck,
+): void {
   greeted.delete(g.id);
   const now = Date.now();
   const first = g.buffer.subarray(0, g.length);
@@ -661,21 +723,21 @@ function forward(c: Extract<RelayCommand, { kind: "forward" }>): void {
     client: g.fd,
     upstream: -1,
     source: g.source,
-    connectDeadline: now + c.connectTimeoutMs,
+    connectDeadline: now + deadlines.connectTimeoutMs,
     connectStarted: now,
     connected: false,
     local: "",
     up: { src: g.fd, dst: -1, pending: null, done: false, shut: false, bytes: first.length },
     down: { src: -1, dst: g.fd, pending: null, done: false, shut: false, bytes: 0 },
     lastActivity: now,
-    idleTimeoutMs: c.idleTimeoutMs,
+    idleTimeoutMs: deadlines.idleTimeoutMs,
     interest: [0, 0],
     proto: g.proto,
     checker: null,
     finalResponse: null,
     stopped: false,
   };
-  if (c.check !== undefined) r.checker = checkerFor(g.id, g.source, c.check.pinnedName);
+  if (check !== undefined) r.checker = checkerFor(g.id, g.source, check.pinnedName);
   // The first flight goes through the checks too: its body is framed, and requests
   // pipelined behind it are checked like any later one. Nothing is written before connect.
   if (first.length > 0) {
@@ -687,8 +749,10 @@ function forward(c: Extract<RelayCommand, { kind: "forward" }>): void {
   }
   relayed.set(r.id, r);
   owners.set(g.fd, r);
-  const v6 = c.address.includes(":");
-  const sockaddr = v6 ? encodeSockaddrIn6(c.address, c.port) : encodeSockaddrIn(c.address, c.port);
+  const v6 = to.address.includes(":");
+  const sockaddr = v6
+    ? encodeSockaddrIn6(to.address, to.port)
+    : encodeSockaddrIn(to.address, to.port);
   const fd = s.socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return finish(r, `connect_${errnoName(readErrno())}`);
   s.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, ONE, 4);

@@ -6,7 +6,7 @@
  * @module
  */
 
-import type { Greeting, KernelRelay } from "../ffi/kernel_relay.ts";
+import type { Decided, Greeting, KernelRelay, KernelRelayResult } from "../ffi/kernel_relay.ts";
 import type { Libc } from "../ffi/libc.ts";
 import { originalDestination, type OriginalDstResult } from "../ffi/original_dst.ts";
 import type { SocketAddress } from "../ffi/sockaddr.ts";
@@ -14,8 +14,6 @@ import { canonicalAddress, formatEndpoint } from "./ip_address.ts";
 import type { Allowlist } from "./allowlist.ts";
 import type { Config } from "./config.ts";
 import {
-  decideHttp,
-  decideTls,
   type Decision,
   denialMessage,
   denialResponse,
@@ -25,8 +23,9 @@ import {
   UPSTREAM_UNREACHABLE,
 } from "./decision.ts";
 import { decideDestination } from "./destination_pin.ts";
+import { decideFirst, decideHead, decideHello, type FirstVerdict } from "./first_verdict.ts";
 import type { DnsCache } from "./dns_cache.ts";
-import { type HttpHeadResult, HttpHeadScanner, MAX_HEAD_BYTES } from "./http_head.ts";
+import { HttpHeadScanner, MAX_HEAD_BYTES } from "./http_head.ts";
 import { requestCheck, requestEvents } from "./request_check.ts";
 import { type EventFields, log, logEvent } from "./log.ts";
 import type { ProxyMetrics } from "./metrics.ts";
@@ -34,11 +33,7 @@ import { readPreamble } from "./preamble.ts";
 import { relay, type UpstreamInspector } from "./relay.ts";
 import { closeQuietly, errorName, writeAll } from "./socket.ts";
 import { selectAllowlist } from "./source_policy.ts";
-import {
-  type ClientHelloScan,
-  MAX_CLIENT_HELLO_BYTES,
-  scanClientHello,
-} from "./tls_client_hello.ts";
+import { MAX_CLIENT_HELLO_BYTES, scanClientHello } from "./tls_client_hello.ts";
 
 /** Which listener accepted the connection. */
 export type Proto = "HTTP" | "HTTPS";
@@ -192,9 +187,7 @@ export async function handleGreeting(
     }
     const { config } = ctx;
     const allowlist = selectAllowlist(config.sourcePolicy, config.allowlist, source);
-    const first = "head" in read
-      ? decideHead(read.head, allowlist, fields)
-      : decideHello(read.hello, allowlist, fields);
+    const first = decideFirst(read, allowlist, fields);
     const outcome = await settle(proto, ctx, fields, target, first);
     if (outcome === null) return;
     if (!outcome.forward) {
@@ -207,21 +200,59 @@ export async function handleGreeting(
     const { connectTo, verdict } = outcome;
     answered = true;
     const events = requestEvents(fields, ctx.metrics);
-    const moved = await plane.forward(id, connectTo.address, connectTo.port, {
+    const moved = plane.forward(id, connectTo.address, connectTo.port, {
       connectTimeoutMs: config.connectTimeoutMs,
       idleTimeoutMs: config.idleTimeoutMs,
       check: proto === "HTTP" ? { pinnedName: verdict.allowed ? verdict.name : null } : undefined,
       onEvent: (event) => events[event.kind](event.reason, event.host),
     });
-    if (moved.connectMs !== undefined) ctx.metrics.connectSeconds(moved.connectMs / 1000);
-    ctx.metrics.bytes(moved.up, moved.down);
-    fields.relay = "kernel";
-    logClosed(fields, greeting.accepted, moved.up, moved.down, moved.error);
+    // The thread may allow this name's next connections itself, with the answers pinned here.
+    if (verdict.allowed && config.mode === "enforce" && config.dstPolicy !== "off") {
+      const snapshot = ctx.dns.snapshot(verdict.name);
+      if (snapshot !== null) plane.learn(snapshot);
+    }
+    closedOnThread(fields, greeting.accepted, await moved, ctx);
   } catch (error) {
     log.error("connection handler failed: {error}", { error: errorName(error), peer });
   } finally {
     if (!answered) plane.dismiss(id);
   }
+}
+
+/**
+ * A connection the relay thread allowed by itself: its ALLOWED line and count now, its CLOSED
+ * line when the thread reports its end. Never rejects.
+ */
+export async function handleDecided(
+  decided: Decided,
+  plane: KernelRelay,
+  ctx: ConnectionContext,
+): Promise<void> {
+  const { fields } = decided;
+  try {
+    logEvent(fields);
+    ctx.metrics.connection(fields.proto, "allowed", "none");
+    ctx.metrics.decidedOnThread();
+    const events = requestEvents(fields, ctx.metrics);
+    // Adopted before anything is awaited: the end may be in the same batch of reports.
+    const moved = plane.adopt(decided.id, (event) => events[event.kind](event.reason, event.host));
+    closedOnThread(fields, decided.accepted, await moved, ctx);
+  } catch (error) {
+    log.error("connection handler failed: {error}", { error: errorName(error), peer: fields.peer });
+  }
+}
+
+/** Counts and logs the end of a connection the relay thread carried. */
+function closedOnThread(
+  fields: EventFields,
+  accepted: number,
+  moved: KernelRelayResult,
+  ctx: ConnectionContext,
+): void {
+  if (moved.connectMs !== undefined) ctx.metrics.connectSeconds(moved.connectMs / 1000);
+  ctx.metrics.bytes(moved.up, moved.down);
+  fields.relay = "kernel";
+  logClosed(fields, accepted, moved.up, moved.down, moved.error);
 }
 
 /** Where a connection was headed, or why it cannot be forwarded anywhere. */
@@ -266,7 +297,7 @@ async function settle(
   ctx: ConnectionContext,
   fields: EventFields,
   target: Target,
-  first: { verdict: Decision; ech: boolean },
+  first: FirstVerdict,
 ): Promise<Outcome | null> {
   const { config } = ctx;
   const audit = config.mode === "audit";
@@ -360,7 +391,7 @@ async function readAndDecide(
   config: Config,
   allowlist: Allowlist,
   fields: EventFields,
-): Promise<{ verdict: Decision; bytes: Uint8Array; ech: boolean } | null> {
+): Promise<FirstVerdict & { bytes: Uint8Array } | null> {
   if (proto === "HTTP") {
     const scanner = new HttpHeadScanner();
     const read = await readPreamble(
@@ -380,36 +411,6 @@ async function readAndDecide(
   );
   if (!read.ok) return readFailed(conn, proto, fields, read.reason);
   return { ...decideHello(read.verdict, allowlist, fields), bytes: read.bytes };
-}
-
-/** Decides a parsed request head, and puts its host in the log fields. */
-function decideHead(
-  head: Exclude<HttpHeadResult, { kind: "incomplete" }>,
-  allowlist: Allowlist,
-  fields: EventFields,
-): { verdict: Decision; ech: boolean } {
-  const verdict = decideHttp(head, allowlist);
-  nameFields(fields, "host", verdict);
-  return { verdict, ech: false };
-}
-
-/** Decides a parsed ClientHello, and puts its name, ALPN and ECH in the log fields. */
-function decideHello(
-  hello: Exclude<ClientHelloScan, { kind: "incomplete" }>,
-  allowlist: Allowlist,
-  fields: EventFields,
-): { verdict: Decision; ech: boolean } {
-  const verdict = decideTls(hello, allowlist);
-  nameFields(fields, "sni", verdict);
-  const ech = hello.kind === "hello" && hello.ech;
-  if (hello.kind === "hello" && hello.alpn.length > 0) fields.alpn = hello.alpn.join(",");
-  if (ech) fields.ech = true;
-  return { verdict, ech };
-}
-
-function nameFields(fields: EventFields, key: "host" | "sni", verdict: Decision): void {
-  const name = verdict.allowed ? verdict.name : (verdict.name ?? verdict.raw);
-  if (name !== undefined) fields[key] = name;
 }
 
 async function readFailed(

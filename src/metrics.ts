@@ -342,6 +342,7 @@ export class ProxyMetrics {
   readonly #up: CounterChild;
   readonly #down: CounterChild;
   readonly #connect: Histogram;
+  readonly #onThread: CounterChild;
   readonly #reloadOk: CounterChild;
   readonly #reloadError: CounterChild;
   readonly #configHash: Info;
@@ -388,6 +389,13 @@ export class ProxyMetrics {
         CONNECT_BUCKETS,
       ),
     );
+    this.#onThread = r.register(
+      new Counter(
+        "proxy_please_thread_decisions_total",
+        "Connections the relay thread allowed by itself, with no round trip to the main thread " +
+          "(also counted in proxy_please_connections_total).",
+      ),
+    ).labels();
     const reloads = r.register(
       new Counter("proxy_please_config_reloads_total", "Configuration reloads by result.", [
         "result",
@@ -444,6 +452,11 @@ export class ProxyMetrics {
   bytes(up: number, down: number): void {
     this.#up.inc(up);
     this.#down.inc(down);
+  }
+
+  /** Counts a connection the relay thread allowed by itself. */
+  decidedOnThread(): void {
+    this.#onThread.value++;
   }
 
   /** Records how long an upstream connect took, in seconds. */

@@ -5,6 +5,7 @@
  */
 
 import {
+  type Decided,
   type Greeting,
   KernelRelay,
   type PlanePolicy,
@@ -19,6 +20,7 @@ import type { ProxyMetrics } from "./metrics.ts";
 import {
   type ConnectionContext,
   handleConnection,
+  handleDecided,
   handleGreeting,
   type Proto,
 } from "./connection.ts";
@@ -60,6 +62,8 @@ export class ProxyServer {
   /** The relay thread, when `RELAY=kernel` and it could be started. */
   #kernel: KernelRelay | undefined;
   #closed = false;
+  /** Some listener is served by Deno's accept loop (the thread could not take it). */
+  #servedByDeno = false;
   #onStopAccepting: (() => void) | undefined;
 
   constructor(
@@ -87,7 +91,7 @@ export class ProxyServer {
   /** Applies a new configuration to connections accepted from now on. */
   set config(config: Config) {
     this.#config = config;
-    this.#kernel?.configure(planeSettings(config), planePolicy(config));
+    this.#kernel?.configure(planeSettings(config), this.#planePolicy(config));
   }
 
   /** Connections being handled now. */
@@ -127,9 +131,15 @@ export class ProxyServer {
     // Addresses come and go (DHCP, hot-plugged NICs); the loop check follows them.
     const refresh = setInterval(() => this.#refreshLocalAddresses(), LOCAL_ADDRESS_REFRESH_MS);
     try {
-      const loops = this.#listeners.map(({ listener, proto }) =>
-        this.#servedByKernel(listener, proto) ? stopped : this.#acceptLoop(listener, proto)
-      );
+      const loops = this.#listeners.map(({ listener, proto }) => {
+        if (this.#servedByKernel(listener, proto)) return stopped;
+        this.#servedByDeno = true;
+        return this.#acceptLoop(listener, proto);
+      });
+      // Before Deno accepts anything: from now on the thread asks about every connection.
+      if (this.#servedByDeno) {
+        this.#kernel?.configure(planeSettings(this.#config), this.#planePolicy(this.#config));
+      }
       const failed = this.#kernel?.failed ?? new Promise<never>(() => {});
       const outcome = await Promise.race([Promise.all(loops).then(() => null), failed]);
       if (outcome !== null && this.#accepting) {
@@ -218,6 +228,14 @@ export class ProxyServer {
     this.#active.add(task);
   }
 
+  /** A connection the thread allowed by itself: logged and counted here. */
+  #decided(kernel: KernelRelay, decided: Decided): void {
+    const task = handleDecided(decided, kernel, this.#context(this.#config)).finally(() => {
+      this.#active.delete(task);
+    });
+    this.#active.add(task);
+  }
+
   /** A connection the thread accepted and read: decided here, relayed there. */
   #greeted(kernel: KernelRelay, greeting: Greeting): void {
     // The thread counts it out of the limits when it closes the socket.
@@ -260,7 +278,7 @@ export class ProxyServer {
         this.#libc.path,
         this.#admission,
         planeSettings(this.#config),
-        planePolicy(this.#config),
+        this.#planePolicy(this.#config),
       );
       if (this.#closed) await kernel.close(); // stopped meanwhile
       else this.#kernel = kernel;
@@ -277,6 +295,7 @@ export class ProxyServer {
     if (kernel === undefined) return false;
     const served = kernel.serve(listener, proto, {
       greeting: (greeting) => this.#greeted(kernel, greeting),
+      decided: (decided) => this.#decided(kernel, decided),
       refused: (source, reason) => this.#refused(proto, source, reason),
       acceptError: (error) =>
         log.error("accept failed on {proto} listener: {error}", { proto, error }),
@@ -291,6 +310,24 @@ export class ProxyServer {
       },
     );
     return false;
+  }
+
+  /**
+   * The policy the relay thread checks later HTTP requests against, and allows plain
+   * connections by itself with: only in enforce mode, and only while the thread serves every
+   * listener (the loop check of Deno's own upstream connections is made here).
+   */
+  #planePolicy(config: Config): PlanePolicy {
+    const audit = config.mode === "audit";
+    const { allowlist, sourcePolicy } = config;
+    const quick = audit || this.#servedByDeno ? null : {
+      allowlist,
+      sourcePolicy,
+      echDeny: config.echPolicy === "deny",
+      dstPolicy: config.dstPolicy,
+      ownPorts: [...new Set(this.#listeners.map(({ listener }) => listener.addr.port))],
+    };
+    return { allowlist, sourcePolicy, audit, quick };
   }
 
   #isOwnListener(address: string, port: number): boolean {
@@ -313,21 +350,14 @@ export class ProxyServer {
   }
 }
 
-/** The policy the relay thread checks later HTTP requests against. */
-function planePolicy(config: Config): PlanePolicy {
-  return {
-    allowlist: config.allowlist,
-    sourcePolicy: config.sourcePolicy,
-    audit: config.mode === "audit",
-  };
-}
-
 /** The settings the relay thread applies when it accepts. */
 function planeSettings(config: Config): PlaneSettings {
   return {
     firstBytesTimeoutMs: config.firstBytesTimeoutMs,
     maxConnections: config.maxConnections,
     maxConnectionsPerSource: config.maxConnectionsPerSource,
+    connectTimeoutMs: config.connectTimeoutMs,
+    idleTimeoutMs: config.idleTimeoutMs,
   };
 }
 

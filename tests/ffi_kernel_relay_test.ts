@@ -25,12 +25,22 @@ const SETTINGS: PlaneSettings = {
   firstBytesTimeoutMs: 5_000,
   maxConnections: 100,
   maxConnectionsPerSource: 0,
+  connectTimeoutMs: 5_000,
+  idleTimeoutMs: 10_000,
 };
 
+/**
+ * In enforce mode the thread may allow connections itself, with nothing pinned; none of these
+ * loopback connections is redirected, so every one must still reach the greeting handler.
+ */
 function policy(hosts: string, audit = false): PlanePolicy {
   const parsed = parseAllowlist(hosts);
   if (!parsed.ok) throw new Error(parsed.reason);
-  return { allowlist: parsed.allowlist, sourcePolicy: [], audit };
+  const { allowlist } = parsed;
+  const quick = audit
+    ? null
+    : { allowlist, sourcePolicy: [], echDeny: false, dstPolicy: "off" as const, ownPorts: [] };
+  return { allowlist, sourcePolicy: [], audit, quick };
 }
 
 const POLICY = policy("allowed.test");
@@ -103,6 +113,9 @@ async function withPlane(
         waiting = undefined;
         resolve(g);
       }
+    },
+    decided: (d) => {
+      throw new Error(`not redirected, yet allowed on the thread: ${JSON.stringify(d)}`);
     },
     refused: (source, reason) => plane.refusals.push({ source, reason }),
     acceptError: (error) => {
@@ -313,7 +326,12 @@ Deno.test("relay thread, TLS: after close, forwards end as aborted and listeners
   try {
     const noop = () => {};
     assert.equal(
-      relay.serve(listener, "HTTPS", { greeting: noop, refused: noop, acceptError: noop }),
+      relay.serve(listener, "HTTPS", {
+        greeting: noop,
+        decided: noop,
+        refused: noop,
+        acceptError: noop,
+      }),
       "relay_stopped",
     );
   } finally {
@@ -327,7 +345,12 @@ Deno.test("relay thread, TLS: once unlistened and closed in Deno, the port refus
   const { port } = listener.addr;
   try {
     const noop = () => {};
-    const id = relay.serve(listener, "HTTPS", { greeting: noop, refused: noop, acceptError: noop });
+    const id = relay.serve(listener, "HTTPS", {
+      greeting: noop,
+      decided: noop,
+      refused: noop,
+      acceptError: noop,
+    });
     assert.equal(typeof id, "number");
     relay.unlisten();
     listener.close();

@@ -6,6 +6,7 @@
 
 import assert from "node:assert/strict";
 import { curl } from "../lab/clients.ts";
+import { run } from "../lab/command.ts";
 import { type CaseContext, labTest } from "./lab_fixture.ts";
 
 /** curl to allowed.test, but dialling the never-reached server's address. */
@@ -16,6 +17,50 @@ function misdirected(c: CaseContext, scheme: "http" | "https", family: 4 | 6) {
     family,
     args: ["--resolve", `allowed.test:${port}:${addr}`],
   });
+}
+
+/**
+ * One curl process making `count` connections over HTTP, then `count` over HTTPS, to
+ * allowed.test dialled at the never-reached server's address, back to back (the lab's DNS
+ * answers live one second, so all fall within one answer's life). Their status codes.
+ */
+async function misdirectedBurst(c: CaseContext, count: number): Promise<number[]> {
+  const never = c.lab.t.addr.never4;
+  const urls = [
+    ...Array(count).fill("http://allowed.test/"),
+    ...Array(count).fill("https://allowed.test/"),
+  ];
+  const out = await c.lab.client([
+    "curl",
+    "--silent",
+    "--max-time",
+    "20",
+    "--cacert",
+    c.lab.pki.caCert,
+    "--resolve",
+    `allowed.test:80:${never}`,
+    "--resolve",
+    `allowed.test:443:${never}`,
+    // A new connection for every URL.
+    "--header",
+    "Connection: close",
+    "--write-out",
+    "%{http_code}\n",
+    ...urls.flatMap((url) => ["--output", "/dev/null", url]),
+  ], { check: false, timeoutMs: 30_000 });
+  return out.stdout.trim().split("\n").map(Number);
+}
+
+/** `proxy_please_thread_decisions_total` from the proxy's /metrics. */
+async function threadDecisions(c: CaseContext): Promise<number> {
+  const out = await run(["curl", "-sS", "--max-time", "5", "http://127.0.0.1:9090/metrics"], {
+    ns: c.lab.t.ns.router,
+  });
+  const line = out.stdout.split("\n").find((l) =>
+    l.startsWith("proxy_please_thread_decisions_total ")
+  );
+  assert.ok(line !== undefined, "no thread decisions counter");
+  return Number(line.split(" ")[1]);
 }
 
 labTest("e2e: DST_POLICY=pin connects to the allowed name's own address", [
@@ -39,6 +84,32 @@ labTest("e2e: DST_POLICY=pin connects to the allowed name's own address", [
       assert.deepEqual(await c.lab.neverHits(), []);
     },
   ],
+  [
+    "a burst dialled at the wrong address: the relay thread pins the name's next connections too",
+    async (c) => {
+      const before = await threadDecisions(c);
+      assert.deepEqual(await misdirectedBurst(c, 3), [200, 200, 200, 200, 200, 200]);
+      const { never4, server4 } = c.lab.t.addr;
+      // (The previous case's lines may be logged after this one started.)
+      const allowed = await c.eventsWhen(
+        (e) => e.event === "ALLOWED" && String(e.dst).startsWith(`${never4}:`),
+        6,
+      );
+      // The same line whoever decided: the dialled address, and the one connected instead.
+      for (const e of allowed) {
+        const port = e.proto === "HTTP" ? 80 : 443;
+        assert.equal(e.dst, `${never4}:${port}`, JSON.stringify(e));
+        assert.equal(e.connect, `${server4}:${port}`, JSON.stringify(e));
+        assert.equal(e.host ?? e.sni, "allowed.test", JSON.stringify(e));
+      }
+      assert.equal(allowed.length, 6);
+      assert.deepEqual(await c.lab.neverHits(), []);
+      assert.equal((await c.lab.serverHits(6)).length, 6);
+      // The first is resolved and decided by the main thread; the thread takes over from there.
+      const onThread = (await threadDecisions(c)) - before;
+      assert.ok(onThread >= 1 && onThread <= 6, `${onThread} of 6 decided on the relay thread`);
+    },
+  ],
 ], { proxyEnv: { DST_POLICY: "pin" } });
 
 labTest("e2e: DST_POLICY=strict denies a mismatched destination", [
@@ -60,6 +131,19 @@ labTest("e2e: DST_POLICY=strict denies a mismatched destination", [
       const r = await misdirected(c, "https", 4);
       assert.equal(r.status, 0);
       assert.equal((await c.decisionFor(r.localPort))?.reason, "dst_mismatch");
+      assert.deepEqual(await c.lab.neverHits(), []);
+    },
+  ],
+  [
+    "a burst dialled at the wrong address: every connection denied, none by the relay thread",
+    async (c) => {
+      // An allowed connection first, so the name's answers are known to the thread.
+      assert.equal((await curl(c.lab, "http://allowed.test/")).status, 200);
+      const before = await threadDecisions(c);
+      assert.deepEqual(await misdirectedBurst(c, 2), [403, 403, 0, 0]);
+      const denied = await c.eventsWhen((e) => e.reason === "dst_mismatch", 4);
+      assert.equal(denied.length, 4, JSON.stringify(denied));
+      assert.equal(await threadDecisions(c), before);
       assert.deepEqual(await c.lab.neverHits(), []);
     },
   ],
