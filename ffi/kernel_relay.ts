@@ -129,6 +129,8 @@ export interface Decided {
   listenId: number;
   /** When the connection was accepted (milliseconds since the epoch). */
   accepted: number;
+  /** The name it was allowed for. */
+  name: string;
   fields: EventFields;
 }
 

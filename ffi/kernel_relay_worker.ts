@@ -603,7 +603,8 @@ function sendGreeting(g: Greeted, read: Greeting["read"]): void {
     : null;
   if (quick === null) return report({ kind: "greeting", greeting: { ...known, read } });
   const { id, listenId, accepted } = known;
-  report({ kind: "decided", decided: { id, listenId, accepted, fields: quick.fields } });
+  const decided = { id, listenId, accepted, name: quick.name, fields: quick.fields };
+  report({ kind: "decided", decided });
   const check = g.proto === "HTTP" ? { pinnedName: quick.name } : undefined;
   allowed.push({ g, connectTo: quick.connectTo, check });
 }

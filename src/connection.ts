@@ -207,9 +207,8 @@ export async function handleGreeting(
       onEvent: (event) => events[event.kind](event.reason, event.host),
     });
     // The thread may allow this name's next connections itself, with the answers pinned here.
-    if (verdict.allowed && config.mode === "enforce" && config.dstPolicy !== "off") {
-      const snapshot = ctx.dns.snapshot(verdict.name);
-      if (snapshot !== null) plane.learn(snapshot);
+    if (verdict.allowed && config.mode === "enforce") {
+      shareAnswers(verdict.name, ctx, plane, true);
     }
     closedOnThread(fields, greeting.accepted, await moved, ctx);
   } catch (error) {
@@ -236,10 +235,35 @@ export async function handleDecided(
     const events = requestEvents(fields, ctx.metrics);
     // Adopted before anything is awaited: the end may be in the same batch of reports.
     const moved = plane.adopt(decided.id, (event) => events[event.kind](event.reason, event.host));
+    shareAnswers(decided.name, ctx, plane, false);
     closedOnThread(fields, decided.accepted, await moved, ctx);
   } catch (error) {
     log.error("connection handler failed: {error}", { error: errorName(error), peer: fields.peer });
   }
+}
+
+/**
+ * Keeps the relay thread's copy of `name`'s DNS answers current (under `DST_POLICY=off` there is
+ * none): the answers the cache holds now (`learnNow`), and, while the name is in use, new ones
+ * asked for ahead of expiry, so that its connections never wait for the resolver.
+ */
+function shareAnswers(
+  name: string,
+  ctx: ConnectionContext,
+  plane: KernelRelay,
+  learnNow: boolean,
+): void {
+  if (ctx.config.dstPolicy === "off") return;
+  const learn = () => {
+    const snapshot = ctx.dns.snapshot(name);
+    if (snapshot !== null) plane.learn(snapshot);
+  };
+  if (learnNow) learn();
+  ctx.dns.refreshAhead(name)?.then(learn).catch((error) =>
+    log.error("DNS answers not shared with the relay thread: {error}", {
+      error: errorName(error),
+    })
+  );
 }
 
 /** Counts and logs the end of a connection the relay thread carried. */

@@ -73,6 +73,8 @@ interface Entry {
   addresses: Map<string, number>;
   /** Until when the name need not be asked again (ms). */
   freshUntil: number;
+  /** When it was last made fresh (ms): with `freshUntil`, how long freshness lasts. */
+  freshSince: number;
   /** A remembered failure, when no address is left. */
   failure: { reason: DnsFailureReason; until: number } | null;
 }
@@ -176,6 +178,27 @@ export class DnsCache {
         return Promise.resolve({ ok: false, reason: entry.failure.reason });
       }
     }
+    return this.#ask(key);
+  }
+
+  /**
+   * Asks the resolver about `name` ahead of time, in the background, when its answers are in
+   * the last quarter of their freshness: a name in steady use is then never waited for. Null
+   * when there is nothing to do (not cached, not due yet, already asking, or stale: then
+   * {@link lookup} asks). Answers are kept as {@link lookup} keeps them; never rejects.
+   */
+  refreshAhead(name: string): Promise<DnsLookupResult> | null {
+    const key = cacheKey(name);
+    if (key === null || this.#inFlight.has(key)) return null;
+    const entry = this.#entries.get(key);
+    const now = this.#now();
+    if (entry === undefined || entry.addresses.size === 0 || now >= entry.freshUntil) return null;
+    if (now < entry.freshUntil - (entry.freshUntil - entry.freshSince) / 4) return null;
+    return this.#ask(key);
+  }
+
+  /** Resolves `key`, sharing a query already in flight. */
+  #ask(key: string): Promise<DnsLookupResult> {
     const pending = this.#inFlight.get(key);
     if (pending !== undefined) return pending;
     const p = this.#query(key).finally(() => this.#inFlight.delete(key));
@@ -240,6 +263,7 @@ export class DnsCache {
 
     if (fresh.length > 0) {
       entry.freshUntil = now + minTtlMs;
+      entry.freshSince = now;
       entry.failure = null;
       this.#bound(entry);
       // Freshest answers first, in the resolver's order, then older ones still in TTL.
@@ -257,6 +281,7 @@ export class DnsCache {
       // The resolver failed but earlier answers are still within their TTL:
       // use them, and do not ask again for a short while.
       entry.freshUntil = now + this.#negativeTtlMs;
+      entry.freshSince = now;
       return { ok: true, addresses: [...entry.addresses.keys()] };
     }
     entry.freshUntil = 0;
@@ -294,7 +319,7 @@ export class DnsCache {
   }
 
   #insert(key: string): Entry {
-    const entry: Entry = { addresses: new Map(), freshUntil: 0, failure: null };
+    const entry: Entry = { addresses: new Map(), freshUntil: 0, freshSince: 0, failure: null };
     this.#entries.set(key, entry);
     while (this.#entries.size > this.#maxNames) {
       const oldest = this.#entries.keys().next().value as string;

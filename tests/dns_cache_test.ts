@@ -355,3 +355,32 @@ Deno.test({
     }
   },
 });
+
+Deno.test("refreshAhead asks again in the last quarter of freshness, once, and only for a cached name", async () => {
+  const f = new FakeDns();
+  f.set("x.test", 4, [a("198.19.0.10", 8)]);
+  f.set("x.test", 6, "ENODATA");
+  const c = new DnsCache({ resolve: f.resolve, now: f.now });
+  assert.equal(c.refreshAhead("x.test"), null, "not cached: lookup's job");
+  await c.lookup("x.test");
+  assert.equal(f.calls.length, 2);
+  f.t += 5_999;
+  assert.equal(c.refreshAhead("x.test"), null, "not due before the last quarter");
+  f.t += 1;
+  f.set("x.test", 4, [a("198.19.0.11", 8)]);
+  const refreshed = c.refreshAhead("X.test.");
+  assert.notEqual(refreshed, null);
+  assert.equal(c.refreshAhead("x.test"), null, "already asking");
+  assert.deepEqual(await refreshed, { ok: true, addresses: ["198.19.0.11", "198.19.0.10"] });
+  assert.equal(f.calls.length, 4);
+  // Fresh again for the new TTL: nothing due, and the old address keeps only its own TTL.
+  assert.equal(c.refreshAhead("x.test"), null);
+  f.t += 2_000;
+  assert.deepEqual(await c.lookup("x.test"), { ok: true, addresses: ["198.19.0.11"] });
+  assert.equal(f.calls.length, 4);
+  f.t += 10_000;
+  assert.equal(c.refreshAhead("x.test"), null, "stale: lookup's job");
+  f.set("gone.test", 4, "ENOTFOUND");
+  await c.lookup("gone.test");
+  assert.equal(c.refreshAhead("gone.test"), null, "a failure is not refreshed ahead");
+});
