@@ -120,8 +120,9 @@ export interface PlaneSettings {
 }
 
 /**
- * A connection the thread allowed by itself (see `first_verdict.ts`) and is relaying: its
- * ALLOWED line's fields, for the logs and metrics, which stay here.
+ * A connection the thread allowed by itself (see `first_verdict.ts`): its ALLOWED line's fields,
+ * for the logs and metrics, which stay here. The thread sends it again with the connection's
+ * later request events and its end, so that nothing here holds the connection meanwhile.
  */
 export interface Decided {
   /** Names the connection in {@link KernelRelay.adopt}. */
@@ -141,8 +142,12 @@ export interface ListenerHandlers {
    * thread allowed it by itself.
    */
   greeting(greeting: Greeting): void;
-  /** A connection the thread allowed by itself; {@link KernelRelay.adopt} follows its relay. */
+  /** A connection the thread allowed by itself, and is relaying. */
   decided(decided: Decided): void;
+  /** HTTP: a later request on such a connection was refused, or let through in audit mode. */
+  decidedEvent(decided: Decided, event: RequestEvent): void;
+  /** Such a connection ended. */
+  decidedEnd(decided: Decided, result: KernelRelayResult): void;
   /** A connection refused at the door by the limits (closed at once). */
   refused(source: string, reason: Refusal): void;
   /** accept() failed (e.g. out of descriptors); the listener pauses for a moment. */
@@ -186,8 +191,17 @@ export type RelayReport =
   | { kind: "decided"; decided: Decided }
   | { kind: "refused"; listenId: number; source: string; reason: Refusal }
   | { kind: "accept_error"; listenId: number; error: string }
-  | { kind: "done"; id: number; up: number; down: number; connectMs?: number; error?: string }
-  | { kind: "event"; id: number; event: RequestEvent }
+  | {
+    kind: "done";
+    id: number;
+    up: number;
+    down: number;
+    connectMs?: number;
+    error?: string;
+    /** Set for a connection the thread allowed by itself. */
+    decided?: Decided;
+  }
+  | { kind: "event"; id: number; event: RequestEvent; decided?: Decided }
   | { kind: "failed"; error: string }
   | { kind: "stopped" };
 
@@ -389,18 +403,6 @@ export class KernelRelay {
     });
   }
 
-  /**
-   * Follows a connection the thread allowed by itself (reported to `decided`) to its end, as
-   * {@link forward} does. Call it from the `decided` handler, before anything is awaited: its
-   * end may be in the same batch.
-   */
-  adopt(id: number, onEvent?: (event: RequestEvent) => void): Promise<KernelRelayResult> {
-    if (!this.#running) {
-      return Promise.resolve({ up: 0, down: 0, error: this.#failure ?? "aborted" });
-    }
-    return new Promise((resolve) => this.#pending.set(id, { resolve, onEvent }));
-  }
-
   /** Gives the thread a name's DNS answers, so it can pin that name's connections itself. */
   learn(snapshot: DnsSnapshot): void {
     if (this.#running) this.#post({ kind: "learn", snapshot });
@@ -490,6 +492,8 @@ export class KernelRelay {
       const listenId = this.serve(listener, "HTTPS", {
         greeting: (g) => greeted(g),
         decided: () => {},
+        decidedEvent: () => {},
+        decidedEnd: () => {},
         refused: () => {},
         acceptError: () => {},
       });
@@ -588,11 +592,15 @@ export class KernelRelay {
         return this.#listeners.get(report.listenId)?.refused(report.source, report.reason);
       case "accept_error":
         return this.#listeners.get(report.listenId)?.acceptError(report.error);
-      case "event":
-        return this.#pending.get(report.id)?.onEvent?.(report.event);
+      case "event": {
+        const { decided } = report;
+        if (decided === undefined) return this.#pending.get(report.id)?.onEvent?.(report.event);
+        return this.#listeners.get(decided.listenId)?.decidedEvent(decided, report.event);
+      }
       case "done": {
-        const { id: _, kind: __, ...result } = report;
-        return this.#settle(report.id, result);
+        const { id: _, kind: __, decided, ...result } = report;
+        if (decided === undefined) return this.#settle(report.id, result);
+        return this.#listeners.get(decided.listenId)?.decidedEnd(decided, result);
       }
       case "failed":
         return this.#fail(report.error);

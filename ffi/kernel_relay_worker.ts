@@ -53,6 +53,7 @@ import { type CheckStep, RequestChecker } from "../src/request_check.ts";
 import { selectAllowlist } from "../src/source_policy.ts";
 import { MAX_CLIENT_HELLO_BYTES, scanClientHello } from "../src/tls_client_hello.ts";
 import type {
+  Decided,
   Greeting,
   PlanePolicy,
   PlaneProto,
@@ -60,6 +61,7 @@ import type {
   ReadFailure,
   RelayCommand,
   RelayReport,
+  RequestEvent,
   WorkerInit,
 } from "./kernel_relay.ts";
 
@@ -193,6 +195,8 @@ interface Relayed {
   finalResponse: Uint8Array | null;
   /** HTTP: the request checks ended the client's direction. */
   stopped: boolean;
+  /** The thread allowed it by itself: its reports say so (the main thread keeps no record). */
+  decided: Decided | null;
 }
 
 /**
@@ -241,7 +245,7 @@ const dnsCopy = new DnsCopy();
  * done: a stale event later in the batch, for an fd number closed and reused within it, must not
  * reach a new relay (it would act on the old socket's error bits).
  */
-const allowed: { g: Greeted; connectTo: Endpoint; check: RelayCheck }[] = [];
+const allowed: { g: Greeted; connectTo: Endpoint; check: RelayCheck; decided: Decided }[] = [];
 const inbox: RelayCommand[] = [];
 const outbox: RelayReport[] = [];
 let received = 0;
@@ -606,7 +610,7 @@ function sendGreeting(g: Greeted, read: Greeting["read"]): void {
   const decided = { id, listenId, accepted, name: quick.name, fields: quick.fields };
   report({ kind: "decided", decided });
   const check = g.proto === "HTTP" ? { pinnedName: quick.name } : undefined;
-  allowed.push({ g, connectTo: quick.connectTo, check });
+  allowed.push({ g, connectTo: quick.connectTo, check, decided });
 }
 
 /**
@@ -700,20 +704,22 @@ function forward(c: Extract<RelayCommand, { kind: "forward" }>): void {
 
 /** Relays the connections this thread allowed in the batch of events just handled. */
 function relayAllowed(): void {
-  for (const { g, connectTo, check } of allowed.splice(0)) {
-    if (greeted.has(g.id)) relay(g, connectTo, settings, check);
+  for (const { g, connectTo, check, decided } of allowed.splice(0)) {
+    if (greeted.has(g.id)) relay(g, connectTo, settings, check, decided);
   }
 }
 
 /**
  * Connects a greeted connection to `to` and relays it; its first flight goes first, through
- * `check` (HTTP) like every later request.
+ * `check` (HTTP) like every later request. `decided`: the thread allowed it by itself, and its
+ * reports carry that.
  */
 function relay(
   g: Greeted,
   to: Endpoint,
   deadlines: { connectTimeoutMs: number; idleTimeoutMs: number },
   check: RelayCheck,
+  decided: Decided | null = null,
 ): void {
   greeted.delete(g.id);
   const now = Date.now();
@@ -737,8 +743,9 @@ function relay(
     checker: null,
     finalResponse: null,
     stopped: false,
+    decided,
   };
-  if (check !== undefined) r.checker = checkerFor(g.id, g.source, check.pinnedName);
+  if (check !== undefined) r.checker = checkerFor(r, check.pinnedName);
   // The first flight goes through the checks too: its body is framed, and requests
   // pipelined behind it are checked like any later one. Nothing is written before connect.
   if (first.length > 0) {
@@ -795,17 +802,20 @@ function connected(r: Relayed, now: number, sure = false): void {
 }
 
 /** The checks of one HTTP connection; their log lines go to the main thread. */
-function checkerFor(id: number, source: string, pinnedName: string | null): RequestChecker {
+function checkerFor(r: Relayed, pinnedName: string | null): RequestChecker {
+  const send = (event: RequestEvent) => {
+    const message: RelayReport = { kind: "event", id: r.id, event };
+    if (r.decided !== null) message.decided = r.decided;
+    report(message);
+  };
   return new RequestChecker({
     pinnedName,
     policy: () => ({
-      allowlist: selectAllowlist(policy.sourcePolicy, policy.allowlist, source),
+      allowlist: selectAllowlist(policy.sourcePolicy, policy.allowlist, r.source),
       audit: policy.audit,
     }),
-    refused: (reason, host) =>
-      report({ kind: "event", id, event: { kind: "refused", reason, host } }),
-    audited: (reason, host) =>
-      report({ kind: "event", id, event: { kind: "audited", reason, host } }),
+    refused: (reason, host) => send({ kind: "refused", reason, host }),
+    audited: (reason, host) => send({ kind: "audited", reason, host }),
   });
 }
 
@@ -911,6 +921,7 @@ function finish(r: Relayed, error?: string): void {
   const message: RelayReport = { kind: "done", id: r.id, up: r.up.bytes, down: r.down.bytes };
   if (r.connectMs !== undefined) message.connectMs = r.connectMs;
   if (error !== undefined) message.error = error;
+  if (r.decided !== null) message.decided = r.decided;
   report(message);
 }
 

@@ -6,7 +6,13 @@
  * @module
  */
 
-import type { Decided, Greeting, KernelRelay, KernelRelayResult } from "../ffi/kernel_relay.ts";
+import type {
+  Decided,
+  Greeting,
+  KernelRelay,
+  KernelRelayResult,
+  RequestEvent,
+} from "../ffi/kernel_relay.ts";
 import type { Libc } from "../ffi/libc.ts";
 import { originalDestination, type OriginalDstResult } from "../ffi/original_dst.ts";
 import type { SocketAddress } from "../ffi/sockaddr.ts";
@@ -219,27 +225,32 @@ export async function handleGreeting(
 }
 
 /**
- * A connection the relay thread allowed by itself: its ALLOWED line and count now, its CLOSED
- * line when the thread reports its end. Never rejects.
+ * A connection the relay thread allowed by itself: its ALLOWED line and count. Nothing is kept
+ * for it here; its later request events and its end come with the same fields.
  */
-export async function handleDecided(
+export function handleDecided(decided: Decided, plane: KernelRelay, ctx: ConnectionContext): void {
+  logEvent(decided.fields);
+  ctx.metrics.connection(decided.fields.proto, "allowed", "none");
+  ctx.metrics.decidedOnThread();
+  shareAnswers(decided.name, ctx, plane, false);
+}
+
+/** A later request on a connection the relay thread allowed: refused, or audited. */
+export function handleDecidedEvent(
   decided: Decided,
-  plane: KernelRelay,
+  event: RequestEvent,
   ctx: ConnectionContext,
-): Promise<void> {
-  const { fields } = decided;
-  try {
-    logEvent(fields);
-    ctx.metrics.connection(fields.proto, "allowed", "none");
-    ctx.metrics.decidedOnThread();
-    const events = requestEvents(fields, ctx.metrics);
-    // Adopted before anything is awaited: the end may be in the same batch of reports.
-    const moved = plane.adopt(decided.id, (event) => events[event.kind](event.reason, event.host));
-    shareAnswers(decided.name, ctx, plane, false);
-    closedOnThread(fields, decided.accepted, await moved, ctx);
-  } catch (error) {
-    log.error("connection handler failed: {error}", { error: errorName(error), peer: fields.peer });
-  }
+): void {
+  requestEvents(decided.fields, ctx.metrics)[event.kind](event.reason, event.host);
+}
+
+/** The end of a connection the relay thread allowed: its CLOSED line. */
+export function handleDecidedEnd(
+  decided: Decided,
+  result: KernelRelayResult,
+  ctx: ConnectionContext,
+): void {
+  closedOnThread(decided.fields, decided.accepted, result, ctx);
 }
 
 /**

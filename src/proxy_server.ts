@@ -5,7 +5,6 @@
  */
 
 import {
-  type Decided,
   type Greeting,
   KernelRelay,
   type PlanePolicy,
@@ -21,6 +20,8 @@ import {
   type ConnectionContext,
   handleConnection,
   handleDecided,
+  handleDecidedEnd,
+  handleDecidedEvent,
   handleGreeting,
   type Proto,
 } from "./connection.ts";
@@ -62,6 +63,7 @@ export class ProxyServer {
   /** The relay thread, when `RELAY=kernel` and it could be started. */
   #kernel: KernelRelay | undefined;
   #closed = false;
+  #contextCache: ConnectionContext | undefined;
   /** Some listener is served by Deno's accept loop (the thread could not take it). */
   #servedByDeno = false;
   #onStopAccepting: (() => void) | undefined;
@@ -228,14 +230,6 @@ export class ProxyServer {
     this.#active.add(task);
   }
 
-  /** A connection the thread allowed by itself: logged and counted here. */
-  #decided(kernel: KernelRelay, decided: Decided): void {
-    const task = handleDecided(decided, kernel, this.#context(this.#config)).finally(() => {
-      this.#active.delete(task);
-    });
-    this.#active.add(task);
-  }
-
   /** A connection the thread accepted and read: decided here, relayed there. */
   #greeted(kernel: KernelRelay, greeting: Greeting): void {
     // The thread counts it out of the limits when it closes the socket.
@@ -245,7 +239,13 @@ export class ProxyServer {
     this.#active.add(task);
   }
 
+  /** The context of connections accepted under `config`: one object per configuration. */
   #context(config: Config): ConnectionContext {
+    if (this.#contextCache?.config !== config) this.#contextCache = this.#newContext(config);
+    return this.#contextCache;
+  }
+
+  #newContext(config: Config): ConnectionContext {
     return {
       config,
       currentConfig: () => this.#config,
@@ -295,7 +295,12 @@ export class ProxyServer {
     if (kernel === undefined) return false;
     const served = kernel.serve(listener, proto, {
       greeting: (greeting) => this.#greeted(kernel, greeting),
-      decided: (decided) => this.#decided(kernel, decided),
+      // Connections the thread allowed by itself are logged and counted here, nothing more.
+      decided: (decided) => handleDecided(decided, kernel, this.#context(this.#config)),
+      decidedEvent: (decided, event) =>
+        handleDecidedEvent(decided, event, this.#context(this.#config)),
+      decidedEnd: (decided, result) =>
+        handleDecidedEnd(decided, result, this.#context(this.#config)),
       refused: (source, reason) => this.#refused(proto, source, reason),
       acceptError: (error) =>
         log.error("accept failed on {proto} listener: {error}", { proto, error }),

@@ -117,6 +117,8 @@ async function withPlane(
     decided: (d) => {
       throw new Error(`not redirected, yet allowed on the thread: ${JSON.stringify(d)}`);
     },
+    decidedEvent: () => {},
+    decidedEnd: () => {},
     refused: (source, reason) => plane.refusals.push({ source, reason }),
     acceptError: (error) => {
       throw new Error(`accept failed: ${error}`);
@@ -329,6 +331,8 @@ Deno.test("relay thread, TLS: after close, forwards end as aborted and listeners
       relay.serve(listener, "HTTPS", {
         greeting: noop,
         decided: noop,
+        decidedEvent: noop,
+        decidedEnd: noop,
         refused: noop,
         acceptError: noop,
       }),
@@ -348,6 +352,8 @@ Deno.test("relay thread, TLS: once unlistened and closed in Deno, the port refus
     const id = relay.serve(listener, "HTTPS", {
       greeting: noop,
       decided: noop,
+      decidedEvent: noop,
+      decidedEnd: noop,
       refused: noop,
       acceptError: noop,
     });
