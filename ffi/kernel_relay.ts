@@ -328,7 +328,7 @@ export class KernelRelay {
     return this.#failure === undefined && this.#stopped === undefined;
   }
 
-  /** Connections forwarded and not yet ended. */
+  /** Connections forwarded from here and not yet ended (not those the thread allowed itself). */
   get size(): number {
     return this.#pending.size;
   }
