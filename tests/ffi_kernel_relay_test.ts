@@ -3,6 +3,7 @@ import {
   type ForwardOptions,
   type Greeting,
   KernelRelay,
+  type ListenerHandlers,
   type PlanePolicy,
   type PlaneProto,
   type PlaneSettings,
@@ -44,6 +45,17 @@ function policy(hosts: string, audit = false): PlanePolicy {
 }
 
 const POLICY = policy("allowed.test");
+
+const noop = () => {};
+/** Handlers for a listener whose connections nobody looks at. */
+const IGNORED: ListenerHandlers = {
+  greeting: noop,
+  decided: noop,
+  decidedEvent: noop,
+  decidedEnd: noop,
+  refused: noop,
+  acceptError: noop,
+};
 
 async function sha256(bytes: Uint8Array): Promise<string> {
   const digest = await crypto.subtle.digest("SHA-256", bytes as Uint8Array<ArrayBuffer>);
@@ -326,18 +338,7 @@ Deno.test("relay thread, TLS: after close, forwards end as aborted and listeners
   assert.equal(result.error, "aborted");
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   try {
-    const noop = () => {};
-    assert.equal(
-      relay.serve(listener, "HTTPS", {
-        greeting: noop,
-        decided: noop,
-        decidedEvent: noop,
-        decidedEnd: noop,
-        refused: noop,
-        acceptError: noop,
-      }),
-      "relay_stopped",
-    );
+    assert.equal(relay.serve(listener, "HTTPS", IGNORED), "relay_stopped");
   } finally {
     listener.close();
   }
@@ -348,15 +349,7 @@ Deno.test("relay thread, TLS: once unlistened and closed in Deno, the port refus
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const { port } = listener.addr;
   try {
-    const noop = () => {};
-    const id = relay.serve(listener, "HTTPS", {
-      greeting: noop,
-      decided: noop,
-      decidedEvent: noop,
-      decidedEnd: noop,
-      refused: noop,
-      acceptError: noop,
-    });
+    const id = relay.serve(listener, "HTTPS", IGNORED);
     assert.equal(typeof id, "number");
     relay.unlisten();
     listener.close();
