@@ -189,7 +189,9 @@ interface Relayed {
   /** Current epoll interest of the client (index 0) and upstream (index 1) sockets. */
   interest: [number, number];
   proto: PlaneProto;
-  /** HTTP: the checks of every later request on the connection. */
+  /** HTTP: the checks every request on the connection goes through. */
+  check: RelayCheck;
+  /** HTTP: the checker, while a request is under way (null between requests: see `checks`). */
   checker: RequestChecker | null;
   /** HTTP: after the server's last byte, this goes to the client (a refusal). */
   finalResponse: Uint8Array | null;
@@ -740,18 +742,18 @@ function relay(
     idleTimeoutMs: deadlines.idleTimeoutMs,
     interest: [0, 0],
     proto: g.proto,
+    check,
     checker: null,
     finalResponse: null,
     stopped: false,
     decided,
   };
-  if (check !== undefined) r.checker = checkerFor(r, check.pinnedName);
   // The first flight goes through the checks too: its body is framed, and requests
   // pipelined behind it are checked like any later one. Nothing is written before connect.
   if (first.length > 0) {
-    const step: CheckStep = r.checker === null
+    const step: CheckStep = check === undefined
       ? { out: [first], next: "more" }
-      : r.checker.push(first);
+      : checkClient(r, first, false);
     queue(r.up, step.out);
     afterStep(r, step);
   }
@@ -801,8 +803,21 @@ function connected(r: Relayed, now: number, sure = false): void {
   update(r);
 }
 
+/**
+ * Frames and checks client bytes of an HTTP connection. Between requests the checker is
+ * dropped, and made again here when the client sends more (`afterFirst`: the first request
+ * was checked already), so that an idle kept-alive connection holds no parser state.
+ */
+function checkClient(r: Relayed, chunk: Uint8Array, afterFirst = true): CheckStep {
+  const checker = r.checker ?? checkerFor(r, r.check!.pinnedName, afterFirst);
+  r.checker = checker;
+  const step = checker.push(chunk);
+  if (step.next === "more" && checker.idle) r.checker = null;
+  return step;
+}
+
 /** The checks of one HTTP connection; their log lines go to the main thread. */
-function checkerFor(r: Relayed, pinnedName: string | null): RequestChecker {
+function checkerFor(r: Relayed, pinnedName: string | null, afterFirst: boolean): RequestChecker {
   const send = (event: RequestEvent) => {
     const message: RelayReport = { kind: "event", id: r.id, event };
     if (r.decided !== null) message.decided = r.decided;
@@ -816,7 +831,7 @@ function checkerFor(r: Relayed, pinnedName: string | null): RequestChecker {
     }),
     refused: (reason, host) => send({ kind: "refused", reason, host }),
     audited: (reason, host) => send({ kind: "audited", reason, host }),
-  });
+  }, afterFirst);
 }
 
 /** Parks copies of `pieces` behind what `d` has pending (they may be views of a reused buffer). */
@@ -1008,14 +1023,13 @@ function flush(r: Relayed, d: Direction): boolean {
 
 /** Reads and forwards until the source would block, parks, or ends; false when ended. */
 function pump(r: Relayed, d: Direction): boolean {
-  const checker = r.checker;
   for (let reads = 0; reads < READS_PER_EVENT; reads++) {
     const n = Number(s.read(d.src, buffer, BigInt(BUFFER_BYTES)));
     if (n === 0) {
       // EOF: pass the half-close on (after a refusal's answer, if the checks stopped the
       // client); the other direction finishes on its own.
       if (d === r.down) {
-        if (checker?.see(null) && !resumeChecks(r)) return false;
+        if (r.checker?.see(null) && !resumeChecks(r)) return false;
         if (r.finalResponse !== null) queue(d, [r.finalResponse]);
         r.finalResponse = null;
       }
@@ -1031,17 +1045,17 @@ function pump(r: Relayed, d: Direction): boolean {
     }
     d.bytes += n;
     const chunk = buffer.subarray(0, n);
-    if (checker !== null) {
+    if (r.check !== undefined) {
       if (d === r.up) {
-        const step = checker.push(chunk);
+        const step = checkClient(r, chunk);
         if (!send(r, d, step.out)) return false;
         afterStep(r, step);
-        if (d.pending !== null || d.done || checker.holding) return true;
+        if (d.pending !== null || d.done || r.checker?.holding) return true;
         if (n < BUFFER_BYTES) return true;
         continue;
       }
       // The start of an answer may settle a switch the client's bytes wait for.
-      if (checker.see(chunk) && !resumeChecks(r)) return false;
+      if (r.checker?.see(chunk) && !resumeChecks(r)) return false;
     }
     const written = write(d.dst, chunk);
     if (written < 0) {

@@ -88,8 +88,22 @@ export class RequestChecker {
   /** Held client bytes (a copy) and the events after them, while a switch is undecided. */
   #held: { bytes: Uint8Array; rest: FramingEvent[] } | null = null;
 
-  constructor(ctx: CheckerContext) {
+  /**
+   * `afterFirst`: the connection's first request went through an earlier checker (dropped while
+   * idle, see {@link idle}), so every head is checked, the first one here included.
+   */
+  constructor(ctx: CheckerContext, afterFirst = false) {
     this.#ctx = ctx;
+    if (afterFirst) this.#requests = 1;
+  }
+
+  /**
+   * True between requests with nothing held, awaited or switched: the checker then holds no
+   * state but that the first request is past, and the relay may drop it and make a new one
+   * (`afterFirst`) when the client sends more, so an idle connection keeps no parser.
+   */
+  get idle(): boolean {
+    return !this.#opaque && this.#awaiting === null && this.#held === null && this.#tracker.idle;
   }
 
   /** Frames and checks the next client bytes. Must not be called while holding. */

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { parseAllowlist } from "../src/allowlist.ts";
 import type { EventFields } from "../src/log.ts";
 import { ProxyMetrics } from "../src/metrics.ts";
-import { isSwitchAnswer, requestCheck } from "../src/request_check.ts";
+import { isSwitchAnswer, requestCheck, RequestChecker } from "../src/request_check.ts";
 import { RequestFramingTracker } from "../src/http_framing.ts";
 
 const enc = (s: string) => new TextEncoder().encode(s);
@@ -118,4 +118,50 @@ Deno.test("tracker with awaitSwitch: a switch request with a body is refused", (
   const events = t.push(enc(get("a.test", "Upgrade: x\r\nContent-Length: 3\r\n") + "abc"));
   assert.deepEqual(events.map((e) => e.type), ["invalid"]);
   assert.ok(events[0].type === "invalid" && events[0].reason === "switch_with_body");
+});
+
+/** A synchronous checker over policy "a.test,b.test" pinned to a.test, with its refusals. */
+function checker(afterFirst = false) {
+  const refused: string[] = [];
+  const c = new RequestChecker({
+    pinnedName: "a.test",
+    policy: () => ({ allowlist: allowlist("a.test,b.test"), audit: false }),
+    refused: (reason) => refused.push(reason),
+    audited: () => {},
+  }, afterFirst);
+  return { c, refused };
+}
+
+Deno.test("RequestChecker: idle only between requests with nothing held, awaited or switched", () => {
+  const { c } = checker();
+  assert.equal(c.push(enc(get("a.test"))).next, "more");
+  assert.equal(c.idle, true, "after a whole request");
+  c.push(enc("POST / HTTP/1.1\r\nHost: a.test\r\nContent-Length: 4\r\n\r\nab"));
+  assert.equal(c.idle, false, "inside a body");
+  c.push(enc("cd"));
+  assert.equal(c.idle, true, "body done");
+  c.push(enc("GET / HTTP/1.1\r\nHost: a"));
+  assert.equal(c.idle, false, "inside a head");
+  c.push(enc(".test\r\n\r\n"));
+  assert.equal(c.idle, true);
+  c.push(enc(upgrade));
+  assert.equal(c.idle, false, "waiting for the answer to an Upgrade");
+  c.see(enc("HTTP/1.1 101 Switching Protocols\r\n\r\n"));
+  assert.equal(c.idle, false, "opaque after the switch");
+});
+
+Deno.test("RequestChecker: made again after the first request (afterFirst), it checks every head", () => {
+  // The relay drops an idle checker; the one it makes for the next bytes must not take the next
+  // head for the connection's first, decided one.
+  const again = checker(true);
+  const step = again.c.push(enc(get("b.test")));
+  assert.equal(step.next, "stop");
+  assert.ok(dec(step.finalResponse!).startsWith("HTTP/1.1 403"));
+  assert.deepEqual(again.refused, ["host_switch"]);
+  const pinned = checker(true);
+  assert.equal(pinned.c.push(enc(get("a.test"))).next, "more");
+  assert.deepEqual(pinned.refused, []);
+  // A fresh checker lets the first head through unchecked: it was decided before.
+  const fresh = checker();
+  assert.equal(fresh.c.push(enc(get("b.test"))).next, "more");
 });
