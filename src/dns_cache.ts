@@ -221,11 +221,10 @@ export class DnsCache {
   snapshot(name: string): DnsSnapshot | null {
     const key = cacheKey(name);
     if (key === null) return null;
-    const entry = this.#entries.get(key);
     const now = this.#now();
-    if (entry === undefined || now >= entry.freshUntil) return null;
-    const addresses = [...entry.addresses].filter(([, expires]) => expires > now);
-    return addresses.length > 0 ? { name: key, freshUntil: entry.freshUntil, addresses } : null;
+    const entry = this.#touch(key, now);
+    if (entry === null || now >= entry.freshUntil || entry.addresses.size === 0) return null;
+    return { name: key, freshUntil: entry.freshUntil, addresses: [...entry.addresses] };
   }
 
   /** Looks an entry up, marks it recently used and drops its expired addresses. */
