@@ -167,6 +167,9 @@ interface Direction {
   bytes: number;
 }
 
+/** The checks a relayed connection's requests go through (HTTP), as `forward` asks. */
+type RelayCheck = Extract<RelayCommand, { kind: "forward" }>["check"];
+
 /** A decided connection: its upstream being connected, then relayed. */
 interface Relayed {
   kind: "relay";
@@ -258,8 +261,6 @@ let lateSince = 0;
 /** Listeners out of the epoll set after an accept error, until the next sweep. */
 let paused = 0;
 let nextId = 1;
-/** The checks a relayed connection's requests go through (HTTP), as `forward` asks. */
-type RelayCheck = Extract<RelayCommand, { kind: "forward" }>["check"];
 /** Resolves the loop's wait for a batch that was counted but has not arrived yet. */
 let arrived: (() => void) | undefined;
 const init = await new Promise<WorkerInit>((resolve) => {
@@ -346,7 +347,7 @@ async function loop(): Promise<void> {
       // An fd closed earlier in this batch may have been reused by an accept in it: its stale
       // event then reaches a new greeting, which only tries a read (EAGAIN at worst). Nothing
       // that acts on an event's error bits can be new within a batch: relays and upstream
-      // sockets start from commands, between batches.
+      // sockets start between batches (from commands, or in `relayAllowed` below).
       const owner = owners.get(fd);
       if (owner === undefined) continue; // ended earlier in this batch
       if (owner.kind === "listen") acceptFrom(owner, now);

@@ -93,7 +93,7 @@ export class ProxyServer {
   /** Applies a new configuration to connections accepted from now on. */
   set config(config: Config) {
     this.#config = config;
-    this.#kernel?.configure(planeSettings(config), this.#planePolicy(config));
+    this.#configureKernel();
   }
 
   /** Connections being handled now. */
@@ -139,9 +139,7 @@ export class ProxyServer {
         return this.#acceptLoop(listener, proto);
       });
       // Before Deno accepts anything: from now on the thread asks about every connection.
-      if (this.#servedByDeno) {
-        this.#kernel?.configure(planeSettings(this.#config), this.#planePolicy(this.#config));
-      }
+      if (this.#servedByDeno) this.#configureKernel();
       const failed = this.#kernel?.failed ?? new Promise<never>(() => {});
       const outcome = await Promise.race([Promise.all(loops).then(() => null), failed]);
       if (outcome !== null && this.#accepting) {
@@ -172,9 +170,9 @@ export class ProxyServer {
    */
   async drain(timeoutMs: number): Promise<number> {
     const deadline = Date.now() + timeoutMs;
-    // Connections on the relay thread that are still reading their first bytes, or lingering
-    // after a refusal, are known here only by the shared count: it is looked at again at least
-    // every DRAIN_POLL_MS.
+    // Connections on the relay thread that are still reading their first bytes, lingering after
+    // a refusal, or allowed by the thread itself are known here only by the shared count: it is
+    // looked at again at least every DRAIN_POLL_MS.
     while (this.activeConnections > 0) {
       const left = deadline - Date.now();
       if (left <= 0) break;
@@ -315,6 +313,11 @@ export class ProxyServer {
       },
     );
     return false;
+  }
+
+  /** Gives the relay thread the current configuration's settings and policy. */
+  #configureKernel(): void {
+    this.#kernel?.configure(planeSettings(this.#config), this.#planePolicy(this.#config));
   }
 
   /**
