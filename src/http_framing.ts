@@ -72,6 +72,7 @@
  */
 
 import { type HttpHeadReason, MAX_HEAD_BYTES, parseHttpHead, TCHAR } from "./http_head.ts";
+import { latin1 } from "./latin1.ts";
 
 /** Default bound for a request head, in bytes (also the most `parseHttpHead` accepts). */
 export const DEFAULT_MAX_HEAD_BYTES = MAX_HEAD_BYTES;
@@ -569,7 +570,7 @@ export function parseRequestHead(
   if (bytes.length < 4 || bytes[bytes.length - 4] !== CR || bytes[bytes.length - 1] !== LF) {
     return { reason: "bad_request_line" };
   }
-  const lines = latin1(bytes.subarray(0, bytes.length - 4)).split("\r\n");
+  const lines = latin1(bytes, 0, bytes.length - 4).split("\r\n");
   const requestLine = lines[0];
   if (requestLine === "") return { reason: "empty_line_before_request" };
   const m = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) (HTTP\/[0-9]\.[0-9])$/.exec(
@@ -597,7 +598,11 @@ export function parseRequestHead(
     for (let j = 0; j < name.length; j++) {
       if (!TCHAR[name.charCodeAt(j)]) return { reason: "bad_header" };
     }
-    const value = line.slice(colon + 1).replace(/^[ \t]+|[ \t]+$/g, "");
+    // Optional whitespace is SP and HTAB only (String.trim would also take latin1's NBSP).
+    let from = colon + 1, to = line.length;
+    while (from < to && isOws(line.charCodeAt(from))) from++;
+    while (to > from && isOws(line.charCodeAt(to - 1))) to--;
+    const value = line.slice(from, to);
     switch (name.toLowerCase()) {
       case "host":
         if (host !== null) return { reason: "multiple_host" };
@@ -646,11 +651,16 @@ export function parseRequestHead(
 /** The authority of an absolute-form or authority-form target, `null` for other forms, "" if malformed. */
 function targetAuthority(method: string, target: string): string | null {
   if (method === "CONNECT") return target;
+  if (target.charCodeAt(0) === 0x2f) return null; // origin-form, nearly every request
   const m = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/.exec(target);
   if (m === null) return null;
   const authority = m[1];
   if (authority.includes("@")) return ""; // userinfo: refuse rather than guess which part is the host
   return authority;
+}
+
+function isOws(c: number): boolean {
+  return c === SP || c === HTAB;
 }
 
 /** Lowercased host without port, for comparing Host with a target's authority. */
@@ -663,14 +673,6 @@ function hostPart(hostPort: string): string {
   const colon = h.lastIndexOf(":");
   const name = colon < 0 ? h : h.slice(0, colon);
   return name.endsWith(".") ? name.slice(0, -1) : name;
-}
-
-function latin1(bytes: Uint8Array): string {
-  let s = "";
-  for (let k = 0; k < bytes.length; k += 4096) {
-    s += String.fromCharCode(...bytes.subarray(k, Math.min(k + 4096, bytes.length)));
-  }
-  return s;
 }
 
 /**

@@ -6,6 +6,8 @@
  * @module
  */
 
+import { latin1 } from "./latin1.ts";
+
 /** The most head bytes we wait for; a request whose head does not end within them gets 431. */
 export const MAX_HEAD_BYTES = 8192;
 
@@ -74,15 +76,6 @@ const REG_NAME: Uint8Array = (() => {
 })();
 
 const VERSIONS = ["HTTP/1.0", "HTTP/1.1", "HTTP/2.0"] as const;
-
-/** Decode bytes as latin1: one byte, one UTF-16 code unit, no replacement characters. */
-function latin1(b: Uint8Array, start: number, end: number): string {
-  let s = "";
-  for (let i = start; i < end; i += 4096) {
-    s += String.fromCharCode(...b.subarray(i, Math.min(end, i + 4096)));
-  }
-  return s;
-}
 
 /** Compare a header name to a lower-case ASCII name (letters and '-' only), case-insensitively. */
 function nameIs(b: Uint8Array, start: number, end: number, lower: string): boolean {

@@ -13,6 +13,7 @@
 import type { Allowlist } from "./allowlist.ts";
 import { decideName, type Decision, denialMessage, denialResponse } from "./decision.ts";
 import { type FramingEvent, RequestFramingTracker } from "./http_framing.ts";
+import { latin1 } from "./latin1.ts";
 import { type EventFields, logEvent } from "./log.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import type { UpstreamInspector } from "./relay.ts";
@@ -44,7 +45,7 @@ const STATUS_PREFIX = 12;
 /** True when an answer's first bytes say the server switched protocols. */
 export function isSwitchAnswer(start: Uint8Array, connect: boolean): boolean {
   if (start.length < STATUS_PREFIX) return false;
-  const text = String.fromCharCode(...start.subarray(0, STATUS_PREFIX));
+  const text = latin1(start, 0, STATUS_PREFIX);
   return connect ? /^HTTP\/1\.[01] 2\d\d$/.test(text) : /^HTTP\/1\.[01] 101$/.test(text);
 }
 
