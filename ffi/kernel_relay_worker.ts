@@ -32,6 +32,7 @@ import {
   encodeSockaddrIn,
   encodeSockaddrIn6,
   SOCKADDR_STORAGE_SIZE,
+  type SocketAddress,
 } from "./sockaddr.ts";
 import { socketAddressOf } from "./conn_fd.ts";
 import { openLibc } from "./libc.ts";
@@ -48,7 +49,6 @@ import { DnsCopy } from "../src/dns_copy.ts";
 import type { Endpoint } from "../src/destination_pin.ts";
 import { quickVerdict } from "../src/first_verdict.ts";
 import { HttpHeadScanner, MAX_HEAD_BYTES } from "../src/http_head.ts";
-import { canonicalAddress, formatEndpoint } from "../src/ip_address.ts";
 import { type CheckStep, RequestChecker } from "../src/request_check.ts";
 import { selectAllowlist } from "../src/source_policy.ts";
 import { MAX_CLIENT_HELLO_BYTES, scanClientHello } from "../src/tls_client_hello.ts";
@@ -183,8 +183,8 @@ interface Relayed {
   connected: boolean;
   /** Milliseconds the upstream connect took. */
   connectMs?: number;
-  /** The upstream socket's local `address:port` once connected ("" if unknown). */
-  local: string;
+  /** The upstream socket's local endpoint once connected (null if unknown). */
+  local: SocketAddress | null;
   up: Direction;
   down: Direction;
   lastActivity: number;
@@ -236,10 +236,11 @@ const optionLength = new Uint32Array(1);
 const owners = new Map<number, Listening | Greeted | Relayed | Lingering>();
 const listeners = new Map<number, Listening>();
 /**
- * Local endpoints of this thread's upstream sockets: a connection accepted from one of them
- * is the proxy's own upstream redirected back to it (a routing loop).
+ * Local endpoints of this thread's upstream sockets, as port → addresses: a connection accepted
+ * from one of them is the proxy's own upstream redirected back to it (a routing loop). Keyed by
+ * port so that the check on every accept builds no text.
  */
-const upstreamEnds = new Set<string>();
+const upstreamEnds = new Map<number, string[]>();
 const greeted = new Map<number, Greeted>();
 const relayed = new Map<number, Relayed>();
 const lingering = new Set<Lingering>();
@@ -470,7 +471,7 @@ function acceptFrom(l: Listening, now: number): void {
       s.close(fd);
       continue;
     }
-    const source = canonicalAddress(peer.address);
+    const source = peer.address; // canonical
     const refusal = admission.admit(
       source,
       settings.maxConnections,
@@ -481,7 +482,8 @@ function acceptFrom(l: Listening, now: number): void {
       report({ kind: "refused", listenId: l.listenId, source, reason: refusal });
       continue;
     }
-    greet(l, fd, source, peer.port, upstreamEnds.has(formatEndpoint(source, peer.port)), now);
+    const loop = upstreamEnds.get(peer.port)?.includes(source) ?? false;
+    greet(l, fd, source, peer.port, loop, now);
   }
 }
 
@@ -736,7 +738,7 @@ function relay(
     connectDeadline: now + deadlines.connectTimeoutMs,
     connectStarted: now,
     connected: false,
-    local: "",
+    local: null,
     up: { src: g.fd, dst: -1, pending: null, done: false, shut: false, bytes: first.length },
     down: { src: -1, dst: g.fd, pending: null, done: false, shut: false, bytes: 0 },
     lastActivity: now,
@@ -796,7 +798,7 @@ function connected(r: Relayed, now: number, sure = false): void {
   r.connected = true;
   r.lastActivity = now;
   r.local = localEndpoint(r.upstream);
-  if (r.local !== "") upstreamEnds.add(r.local);
+  if (r.local !== null) rememberUpstreamEnd(r.local);
   r.connectMs = now - r.connectStarted;
   // The first flight goes out at once: a fresh socket has room, no need to wait for epoll.
   if (r.up.pending !== null && !flush(r, r.up)) return;
@@ -900,10 +902,24 @@ function settleDirection(r: Relayed, d: Direction): void {
   s.shutdown(d.dst, SHUT_WR);
 }
 
-/** The socket's local endpoint as `address:port`, for the proxy's loop check; "" if unknown. */
-function localEndpoint(fd: number): string {
+/** The socket's local endpoint, for the proxy's loop check; null if unknown. */
+function localEndpoint(fd: number): SocketAddress | null {
   const local = socketAddressOf(libc, fd, "getsockname");
-  return local.ok ? formatEndpoint(local.address.address, local.address.port) : "";
+  return local.ok ? local.address : null;
+}
+
+function rememberUpstreamEnd(local: SocketAddress): void {
+  const addresses = upstreamEnds.get(local.port);
+  if (addresses === undefined) upstreamEnds.set(local.port, [local.address]);
+  else addresses.push(local.address);
+}
+
+function forgetUpstreamEnd(local: SocketAddress): void {
+  const addresses = upstreamEnds.get(local.port);
+  if (addresses === undefined) return;
+  const at = addresses.indexOf(local.address);
+  if (at >= 0) addresses.splice(at, 1);
+  if (addresses.length === 0) upstreamEnds.delete(local.port);
 }
 
 /** The socket's pending error (`SO_ERROR`) as an errno name; `OK` when there is none. */
@@ -926,7 +942,7 @@ function finish(r: Relayed, error?: string): void {
     owners.delete(r.upstream);
     s.close(r.upstream);
   }
-  if (r.local !== "") upstreamEnds.delete(r.local);
+  if (r.local !== null) forgetUpstreamEnd(r.local);
   if (r.proto === "HTTP" && !r.connected && error?.startsWith("connect_")) {
     if (r.interest[0] !== 0) ctl(EPOLL_CTL_DEL, r.client, 0);
     startLinger(r.client, r.source, UPSTREAM_UNREACHABLE);

@@ -81,7 +81,8 @@ export function originalDestinationOfFd(
   local: SocketAddress,
 ): OriginalDstResult {
   // v4-mapped locals canonicalise to dotted quads: their conntrack entry is IPv4.
-  const v4 = !canonicalAddress(local.address).includes(":");
+  const localAddress = canonicalAddress(local.address);
+  const v4 = !localAddress.includes(":");
   const buf = SCRATCH;
   const len = SCRATCH_LENGTH;
   len[0] = buf.length;
@@ -94,9 +95,7 @@ export function originalDestinationOfFd(
   if (destination === null || destination.family !== (v4 ? 4 : 6)) {
     return { ok: false, reason: "getsockopt_bad_sockaddr" };
   }
-  const redirected = !(
-    canonicalAddress(destination.address) === canonicalAddress(local.address) &&
-    destination.port === local.port
-  );
+  // Decoded addresses are canonical already.
+  const redirected = !(destination.address === localAddress && destination.port === local.port);
   return { ok: true, destination, redirected };
 }

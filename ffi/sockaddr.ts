@@ -1,17 +1,14 @@
 /**
  * Codec for Linux `sockaddr_in` / `sockaddr_in6` structures. Address text is
- * parsed and formatted by `src/ip_address.ts`, so addresses reported by the
- * kernel and by Deno (which prints v4-mapped peers of a dual-stack listener as
- * `::ffff:a.b.c.d`) can be compared as plain strings.
+ * parsed and formatted by `src/ip_address.ts`; decoded addresses are in its
+ * canonical form, so the kernel's addresses compare as plain strings with
+ * Deno's once those are canonicalised (Deno prints v4-mapped peers of a
+ * dual-stack listener as `::ffff:a.b.c.d`).
  *
  * @module
  */
 
-import { formatIPv4, formatIPv6, parseIPv4, parseIPv6 } from "../src/ip_address.ts";
-
-// Re-exported for the modules that compare kernel and Deno addresses
-// (connection, proxy_server, conn_fd, original_dst); new code imports them
-// from src/ip_address.ts.
+import { canonicalAddressAt, parseIPv4, parseIPv6 } from "../src/ip_address.ts";
 
 /** Linux `AF_INET`. */
 export const AF_INET = 2;
@@ -28,7 +25,7 @@ export const SOCKADDR_STORAGE_SIZE = 128;
 export interface SocketAddress {
   /** 4 for `AF_INET`, 6 for `AF_INET6` (including v4-mapped addresses). */
   family: 4 | 6;
-  /** IPv4 dotted quad or RFC 5952 IPv6 text (v4-mapped as `::ffff:a.b.c.d`, as Deno prints it). */
+  /** Canonical text: dotted quad (a v4-mapped address too), or RFC 5952 IPv6. */
   address: string;
   /** Port in host order. */
   port: number;
@@ -44,16 +41,16 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
  */
 export function decodeSockaddr(buf: Uint8Array, len: number): SocketAddress | null {
   if (!Number.isInteger(len) || len < 2 || len > buf.length) return null;
-  const view = new DataView(buf.buffer, buf.byteOffset, len);
-  const family = view.getUint16(0, LITTLE_ENDIAN);
+  // Byte reads rather than a DataView: this runs for every accepted connection.
+  const family = LITTLE_ENDIAN ? buf[0] | (buf[1] << 8) : (buf[0] << 8) | buf[1];
   if (family === AF_INET) {
     if (len < SOCKADDR_IN_SIZE) return null;
-    return { family: 4, address: formatIPv4(buf.subarray(4, 8)), port: view.getUint16(2, false) };
+    return { family: 4, address: canonicalAddressAt(buf, 4, 4), port: (buf[2] << 8) | buf[3] };
   }
   if (family === AF_INET6) {
     // Older ABIs lack the trailing 4-byte sin6_scope_id; the address ends at byte 24.
     if (len < 24) return null;
-    return { family: 6, address: formatIPv6(buf.subarray(8, 24)), port: view.getUint16(2, false) };
+    return { family: 6, address: canonicalAddressAt(buf, 8, 6), port: (buf[2] << 8) | buf[3] };
   }
   return null;
 }
@@ -64,9 +61,7 @@ export function encodeSockaddrIn(address: string, port: number): Uint8Array {
   if (bytes === null) throw new TypeError(`not an IPv4 address: ${JSON.stringify(address)}`);
   checkPort(port);
   const buf = new Uint8Array(SOCKADDR_IN_SIZE);
-  const view = new DataView(buf.buffer);
-  view.setUint16(0, AF_INET, LITTLE_ENDIAN);
-  view.setUint16(2, port, false);
+  writeHead(buf, AF_INET, port);
   buf.set(bytes, 4);
   return buf;
 }
@@ -77,12 +72,17 @@ export function encodeSockaddrIn6(address: string, port: number, scopeId = 0): U
   if (bytes === null) throw new TypeError(`not an IPv6 address: ${JSON.stringify(address)}`);
   checkPort(port);
   const buf = new Uint8Array(SOCKADDR_IN6_SIZE);
-  const view = new DataView(buf.buffer);
-  view.setUint16(0, AF_INET6, LITTLE_ENDIAN);
-  view.setUint16(2, port, false);
+  writeHead(buf, AF_INET6, port);
   buf.set(bytes, 8);
-  view.setUint32(24, scopeId, LITTLE_ENDIAN);
+  if (scopeId !== 0) new DataView(buf.buffer).setUint32(24, scopeId, LITTLE_ENDIAN);
   return buf;
+}
+
+/** `sa_family` in host order, then the port in network order. */
+function writeHead(buf: Uint8Array, family: number, port: number): void {
+  buf[LITTLE_ENDIAN ? 0 : 1] = family;
+  buf[2] = port >> 8;
+  buf[3] = port & 0xff;
 }
 
 function checkPort(port: number): void {

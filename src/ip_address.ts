@@ -282,6 +282,18 @@ export function formatIp(addr: IpAddress): string {
 }
 
 /**
+ * The canonical text ({@link canonicalAddress}) of the address at `offset` in `bytes`: 4 bytes
+ * for family 4, 16 for family 6 (a v4-mapped one as its dotted quad). For kernel socket
+ * addresses, which then need no text form of their own before being compared.
+ */
+export function canonicalAddressAt(bytes: Uint8Array, offset: number, family: 4 | 6): string {
+  if (family === 4) return formatV4At(bytes, offset);
+  return isMappedAt(bytes, offset)
+    ? formatV4At(bytes, offset + 12)
+    : formatV6At(bytes, offset, false);
+}
+
+/**
  * Canonical text for an address so kernel and Deno forms compare equal:
  * v4-mapped `::ffff:a.b.c.d` becomes `a.b.c.d`, IPv6 is rewritten in RFC 5952
  * form (lower case, no leading zeros, longest zero run as `::`), surrounding

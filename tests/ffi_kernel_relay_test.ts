@@ -197,6 +197,28 @@ Deno.test("relay thread, TLS: the ClientHello is parsed there, replayed upstream
     assert.equal(plane.relay.size, 0);
   }));
 
+Deno.test("relay thread: a connection from the thread's own upstream socket is reported as a loop", () =>
+  withPlane(async (plane) => {
+    const hello = buildHello();
+    const client = await Deno.connect({ hostname: "127.0.0.1", port: plane.listener.addr.port });
+    await writeAll(client, hello);
+    const first = await plane.greeting();
+    assert.equal(first.loop, false);
+    // Forwarded to the listener itself: the upstream socket comes back as a new connection.
+    const done = plane.relay.forward(first.id, "127.0.0.1", plane.listener.addr.port, {
+      connectTimeoutMs: 5_000,
+      idleTimeoutMs: 10_000,
+    });
+    const again = await plane.greeting();
+    assert.equal(again.loop, true, "the thread's own upstream socket came back");
+    assert.equal(helloOf(again).serverName, "www.allowed.test");
+    plane.relay.dismiss(again.id);
+    // The dismissal closed the upstream's far end; the client gets that end, then leaves.
+    assert.equal((await readAll(client)).length, 0);
+    client.close();
+    assert.equal((await done).up, hello.length);
+  }));
+
 Deno.test("relay thread, TLS: a hello in small pieces is put together before it is parsed", () =>
   withPlane(async (plane) => {
     const hello = buildHello();

@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
   canonicalAddress,
+  canonicalAddressAt,
   canonicalIp,
   formatEndpoint,
   formatIp,
@@ -36,6 +37,26 @@ Deno.test("formatIPv6 matches the WHATWG URL serialiser for non-mapped addresses
     }),
     { numRuns: 2000 },
   );
+});
+
+Deno.test("canonicalAddressAt: the canonical text of the bytes at an offset, mapped ones as IPv4", () => {
+  fc.assert(
+    fc.property(
+      v6Bytes,
+      fc.uint8Array({ minLength: 4, maxLength: 4 }),
+      fc.nat({ max: 8 }),
+      (b6, b4, offset) => {
+        const buf = new Uint8Array(offset + 16).fill(0xee);
+        buf.set(b6, offset);
+        assert.equal(canonicalAddressAt(buf, offset, 6), canonicalAddress(formatIPv6(b6)));
+        buf.set(b4, offset);
+        assert.equal(canonicalAddressAt(buf, offset, 4), b4.join("."));
+      },
+    ),
+    { numRuns: 2000 },
+  );
+  const mapped = new Uint8Array([0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 198, 18, 0, 7]);
+  assert.equal(canonicalAddressAt(mapped, 0, 6), "198.18.0.7");
 });
 
 Deno.test("canonicalAddress accepts non-canonical spellings of the same address", () => {
