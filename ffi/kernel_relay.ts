@@ -121,11 +121,11 @@ export interface PlaneSettings {
 
 /**
  * A connection the thread allowed by itself (see `first_verdict.ts`): its ALLOWED line's fields,
- * for the logs and metrics, which stay here. The thread sends it again with the connection's
- * later request events and its end, so that nothing here holds the connection meanwhile.
+ * for the logs and metrics, which stay here. Sent once; the connection's later request events
+ * and its end name it by id, and {@link KernelRelay} keeps it until that end.
  */
 export interface Decided {
-  /** Names the connection in {@link KernelRelay.adopt}. */
+  /** The connection's id on the relay thread, which its later reports carry. */
   id: number;
   listenId: number;
   /** When the connection was accepted (milliseconds since the epoch). */
@@ -198,10 +198,8 @@ export type RelayReport =
     down: number;
     connectMs?: number;
     error?: string;
-    /** Set for a connection the thread allowed by itself. */
-    decided?: Decided;
   }
-  | { kind: "event"; id: number; event: RequestEvent; decided?: Decided }
+  | { kind: "event"; id: number; event: RequestEvent }
   | { kind: "failed"; error: string }
   | { kind: "stopped" };
 
@@ -247,6 +245,11 @@ export class KernelRelay {
   readonly #eventFd: number;
   readonly #posted = new Int32Array(new SharedArrayBuffer(4));
   readonly #pending = new Map<number, Pending>();
+  /**
+   * Connections the thread allowed by itself, until they end: kept here, not sent again with
+   * each of their reports, so each crosses between the threads once.
+   */
+  readonly #decided = new Map<number, Decided>();
   readonly #listeners = new Map<number, ListenerHandlers>();
   #outbox: RelayCommand[] = [];
   #nextListenId = 1;
@@ -548,7 +551,7 @@ export class KernelRelay {
           this.#libc.close();
           this.#lib.close();
           // Whatever the worker did not report (it was stuck or gone) ends here.
-          for (const id of [...this.#pending.keys()]) {
+          for (const id of [...this.#pending.keys(), ...this.#decided.keys()]) {
             this.#settle(id, { up: 0, down: 0, error: "aborted" });
           }
           resolve();
@@ -587,20 +590,20 @@ export class KernelRelay {
         return;
       }
       case "decided":
+        this.#decided.set(report.decided.id, report.decided);
         return this.#listeners.get(report.decided.listenId)?.decided(report.decided);
       case "refused":
         return this.#listeners.get(report.listenId)?.refused(report.source, report.reason);
       case "accept_error":
         return this.#listeners.get(report.listenId)?.acceptError(report.error);
       case "event": {
-        const { decided } = report;
+        const decided = this.#decided.get(report.id);
         if (decided === undefined) return this.#pending.get(report.id)?.onEvent?.(report.event);
         return this.#listeners.get(decided.listenId)?.decidedEvent(decided, report.event);
       }
       case "done": {
-        const { id: _, kind: __, decided, ...result } = report;
-        if (decided === undefined) return this.#settle(report.id, result);
-        return this.#listeners.get(decided.listenId)?.decidedEnd(decided, result);
+        const { id, kind: _, ...result } = report;
+        return this.#settle(id, result);
       }
       case "failed":
         return this.#fail(report.error);
@@ -609,7 +612,13 @@ export class KernelRelay {
     }
   }
 
+  /** A relayed connection ended: its promise settles, or its handler hears of it. */
   #settle(id: number, result: KernelRelayResult): void {
+    const decided = this.#decided.get(id);
+    if (decided !== undefined) {
+      this.#decided.delete(id);
+      return this.#listeners.get(decided.listenId)?.decidedEnd(decided, result);
+    }
     const pending = this.#pending.get(id);
     if (pending === undefined) return;
     this.#pending.delete(id);

@@ -53,7 +53,6 @@ import { type CheckStep, RequestChecker } from "../src/request_check.ts";
 import { selectAllowlist } from "../src/source_policy.ts";
 import { MAX_CLIENT_HELLO_BYTES, scanClientHello } from "../src/tls_client_hello.ts";
 import type {
-  Decided,
   Greeting,
   PlanePolicy,
   PlaneProto,
@@ -200,8 +199,6 @@ interface Relayed {
   finalResponse: Uint8Array | null;
   /** HTTP: the request checks ended the client's direction. */
   stopped: boolean;
-  /** The thread allowed it by itself: its reports say so (the main thread keeps no record). */
-  decided: Decided | null;
 }
 
 /**
@@ -251,7 +248,7 @@ const dnsCopy = new DnsCopy();
  * done: a stale event later in the batch, for an fd number closed and reused within it, must not
  * reach a new relay (it would act on the old socket's error bits).
  */
-const allowed: { g: Greeted; connectTo: Endpoint; check: RelayCheck; decided: Decided }[] = [];
+const allowed: { g: Greeted; connectTo: Endpoint; check: RelayCheck }[] = [];
 const inbox: RelayCommand[] = [];
 const outbox: RelayReport[] = [];
 let received = 0;
@@ -615,7 +612,7 @@ function sendGreeting(g: Greeted, read: Greeting["read"]): void {
   const decided = { id, listenId, accepted, name: quick.name, fields: quick.fields };
   report({ kind: "decided", decided });
   const check = g.proto === "HTTP" ? { pinnedName: quick.name } : undefined;
-  allowed.push({ g, connectTo: quick.connectTo, check, decided });
+  allowed.push({ g, connectTo: quick.connectTo, check });
 }
 
 /**
@@ -709,22 +706,20 @@ function forward(c: Extract<RelayCommand, { kind: "forward" }>): void {
 
 /** Relays the connections this thread allowed in the batch of events just handled. */
 function relayAllowed(): void {
-  for (const { g, connectTo, check, decided } of allowed.splice(0)) {
-    if (greeted.has(g.id)) relay(g, connectTo, settings, check, decided);
+  for (const { g, connectTo, check } of allowed.splice(0)) {
+    if (greeted.has(g.id)) relay(g, connectTo, settings, check);
   }
 }
 
 /**
  * Connects a greeted connection to `to` and relays it; its first flight goes first, through
- * `check` (HTTP) like every later request. `decided`: the thread allowed it by itself, and its
- * reports carry that.
+ * `check` (HTTP) like every later request.
  */
 function relay(
   g: Greeted,
   to: Endpoint,
   deadlines: { connectTimeoutMs: number; idleTimeoutMs: number },
   check: RelayCheck,
-  decided: Decided | null = null,
 ): void {
   greeted.delete(g.id);
   const now = Date.now();
@@ -749,7 +744,6 @@ function relay(
     checker: null,
     finalResponse: null,
     stopped: false,
-    decided,
   };
   // The first flight goes through the checks too: its body is framed, and requests
   // pipelined behind it are checked like any later one. Nothing is written before connect.
@@ -821,11 +815,7 @@ function checkClient(r: Relayed, chunk: Uint8Array, afterFirst = true): CheckSte
 
 /** The checks of one HTTP connection; their log lines go to the main thread. */
 function checkerFor(r: Relayed, pinnedName: string | null, afterFirst: boolean): RequestChecker {
-  const send = (event: RequestEvent) => {
-    const message: RelayReport = { kind: "event", id: r.id, event };
-    if (r.decided !== null) message.decided = r.decided;
-    report(message);
-  };
+  const send = (event: RequestEvent) => report({ kind: "event", id: r.id, event });
   return new RequestChecker({
     pinnedName,
     policy: () => ({
@@ -953,7 +943,6 @@ function finish(r: Relayed, error?: string): void {
   const message: RelayReport = { kind: "done", id: r.id, up: r.up.bytes, down: r.down.bytes };
   if (r.connectMs !== undefined) message.connectMs = r.connectMs;
   if (error !== undefined) message.error = error;
-  if (r.decided !== null) message.decided = r.decided;
   report(message);
 }
 

@@ -108,6 +108,19 @@ labTest("e2e: DST_POLICY=pin connects to the allowed name's own address", [
       // The first is resolved and decided by the main thread; the thread takes over from there.
       const onThread = (await threadDecisions(c)) - before;
       assert.ok(onThread >= 1 && onThread <= 6, `${onThread} of 6 decided on the relay thread`);
+      // Every one ends with its CLOSED line, with the ALLOWED line's fields and the bytes moved.
+      const closed = await c.eventsWhen(
+        (e) => e.event === "CLOSED" && String(e.dst).startsWith(`${never4}:`),
+        6,
+      );
+      assert.equal(closed.length, 6);
+      for (const e of closed) {
+        const port = e.proto === "HTTP" ? 80 : 443;
+        assert.equal(e.connect, `${server4}:${port}`, JSON.stringify(e));
+        assert.equal(e.host ?? e.sni, "allowed.test", JSON.stringify(e));
+        assert.ok(Number(e.up) > 0 && Number(e.down) > 0, JSON.stringify(e));
+        assert.equal(e.error, undefined, JSON.stringify(e));
+      }
     },
   ],
 ], { proxyEnv: { DST_POLICY: "pin" } });
