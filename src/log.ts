@@ -68,12 +68,14 @@ const MAX_VALUE_CHARS = 256;
 export function formatValue(value: unknown): string {
   let text = typeof value === "string" ? value : String(value);
   if (text.length > MAX_VALUE_CHARS) text = text.slice(0, MAX_VALUE_CHARS) + "...";
-  return /^[\x21-\x7e]+$/.test(text) && !/["=\\]/.test(text) ? text : asciiJson(text);
+  return /^[\x21-\x7e]+$/.test(text) && !/["=\\]/.test(text)
+    ? text
+    : asciiOnly(JSON.stringify(text));
 }
 
-/** JSON text with every character outside printable ASCII escaped. */
-function asciiJson(value: unknown): string {
-  return JSON.stringify(value).replace(
+/** JSON text with every character outside printable ASCII written as `\uXXXX`. */
+function asciiOnly(json: string): string {
+  return json.replace(
     /[^\x20-\x7e]/g,
     (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`,
   );
@@ -98,8 +100,28 @@ function eventText(props: Record<string, unknown>): string {
   return line;
 }
 
+/** The second last formatted, and its text: a burst of lines formats its date once. */
+let cachedSecond = Number.NaN;
+let cachedSecondText = "";
+
+/** `2026-04-23T10:00:01` for the second holding `timestamp` (UTC). */
+function secondText(timestamp: number): string {
+  const second = Math.floor(timestamp / 1000);
+  if (second !== cachedSecond) {
+    cachedSecondText = new Date(second * 1000).toISOString().slice(0, 19);
+    cachedSecond = second;
+  }
+  return cachedSecondText;
+}
+
 function textTime(timestamp: number): string {
-  return new Date(timestamp).toISOString().slice(0, 19) + "Z";
+  return secondText(timestamp) + "Z";
+}
+
+/** As `Date.prototype.toISOString`, with the date formatted once per second. */
+function isoTime(timestamp: number): string {
+  const millis = timestamp - Math.floor(timestamp / 1000) * 1000;
+  return `${secondText(timestamp)}.${String(millis).padStart(3, "0")}Z`;
 }
 
 /** `2026-04-23T10:00:01Z INFO ALLOWED HTTP peer=… dst=… host=…` */
@@ -128,17 +150,31 @@ function jsonObject(
   message: string | undefined,
   props: Record<string, unknown>,
 ): string {
-  const out: Record<string, unknown> = { time: new Date(timestamp).toISOString(), level };
-  if (message !== undefined) out.message = message;
+  // One JSON.stringify of the properties as they are (it leaves out undefined values, as the
+  // line should), rather than a copy of them under the time and level.
+  let line = `{"time":"${isoTime(timestamp)}","level":${JSON.stringify(level)}`;
+  if (message !== undefined) line += `,"message":${JSON.stringify(message)}`;
+  const body = JSON.stringify(capped(props));
+  line += body === "{}" ? "}" : "," + body.slice(1);
+  return asciiOnly(line) + "\n";
+}
+
+/** `props` with every string value longer than MAX_VALUE_CHARS cut (a copy only if needed). */
+function capped(props: Record<string, unknown>): Record<string, unknown> {
   for (const key in props) {
     const value = props[key];
-    if (value !== undefined) {
-      out[key] = typeof value === "string" && value.length > MAX_VALUE_CHARS
-        ? value.slice(0, MAX_VALUE_CHARS) + "..."
-        : value;
+    if (typeof value === "string" && value.length > MAX_VALUE_CHARS) {
+      const out: Record<string, unknown> = {};
+      for (const k in props) {
+        const v = props[k];
+        out[k] = typeof v === "string" && v.length > MAX_VALUE_CHARS
+          ? v.slice(0, MAX_VALUE_CHARS) + "..."
+          : v;
+      }
+      return out;
     }
   }
-  return asciiJson(out) + "\n";
+  return props;
 }
 
 /** The same fields as one JSON object per line. */

@@ -173,6 +173,52 @@ Deno.test("formatJsonLine: one JSON object per line with the same fields", () =>
   assert.equal(denied.reason, "not_allowed");
 });
 
+Deno.test("formatJsonLine and formatTextLine: the time of any moment, as toISOString writes it", () => {
+  const fields: EventFields = {
+    event: "ALLOWED",
+    proto: "HTTP",
+    peer: "198.18.0.5:40000",
+    dst: "198.19.0.10:80",
+    host: "a.test",
+  };
+  fc.assert(
+    fc.property(fc.integer({ min: -(2 ** 40), max: 2 ** 45 }), (timestamp) => {
+      const iso = new Date(timestamp).toISOString();
+      assert.equal(JSON.parse(formatJsonLine(event(fields, timestamp))).time, iso);
+      assert.ok(formatTextLine(event(fields, timestamp)).startsWith(iso.slice(0, 19) + "Z "));
+    }),
+    { numRuns: 2000 },
+  );
+  // Lines within one second and across its edges, in and out of order.
+  for (const timestamp of [T + 999, T, T + 1000, T - 1, T + 1, T + 1000, T + 1999]) {
+    const iso = new Date(timestamp).toISOString();
+    assert.equal(JSON.parse(formatJsonLine(event(fields, timestamp))).time, iso);
+  }
+});
+
+Deno.test("formatJsonLine: a value too long is cut, in place, and the others are kept", () => {
+  const line = JSON.parse(formatJsonLine(event({
+    event: "DENIED",
+    proto: "HTTP",
+    peer: "198.18.0.5:40000",
+    dst: "198.19.0.10:80",
+    host: "a".repeat(300),
+    reason: "not_allowed",
+  })));
+  assert.deepEqual(Object.keys(line), [
+    "time",
+    "level",
+    "event",
+    "proto",
+    "peer",
+    "dst",
+    "host",
+    "reason",
+  ]);
+  assert.equal(line.host, "a".repeat(256) + "...");
+  assert.equal(line.reason, "not_allowed");
+});
+
 Deno.test("text and JSON lines carry the same fields for any event", () => {
   fc.assert(
     fc.property(
