@@ -535,21 +535,22 @@ function readFirst(g: Greeted): void {
     grown.set(g.buffer);
     g.buffer = grown;
   }
-  const room = g.length === 0 ? buffer.subarray(0, max) : g.buffer.subarray(g.length);
-  const n = Number(s.read(g.fd, room, BigInt(room.length)));
+  const fresh = g.length === 0;
+  const n = fresh
+    ? Number(s.read(g.fd, buffer, BigInt(max)))
+    : Number(s.read(g.fd, g.buffer.subarray(g.length), BigInt(g.buffer.length - g.length)));
   if (n === 0) return failGreeting(g, "closed");
   if (n < 0) {
     const errno = readErrno();
     if (errno !== EAGAIN && errno !== EINTR) failGreeting(g, "read_error");
     return;
   }
-  const fresh = g.length === 0;
   g.length += n;
+  const bytes = fresh ? buffer.subarray(0, n) : g.buffer.subarray(0, g.length);
   if (g.length < g.needBytes) {
-    if (fresh) keep(g, room.subarray(0, n), false);
+    if (fresh) keep(g, bytes, false);
     return;
   }
-  const bytes = fresh ? room.subarray(0, n) : g.buffer.subarray(0, g.length);
   let read: Greeting["read"] | undefined;
   if (g.scanner !== null) {
     const head = g.scanner.scan(bytes);
@@ -723,7 +724,7 @@ function relay(
 ): void {
   greeted.delete(g.id);
   const now = Date.now();
-  const first = g.buffer.subarray(0, g.length);
+  const first = g.length === g.buffer.length ? g.buffer : g.buffer.subarray(0, g.length);
   const r: Relayed = {
     kind: "relay",
     id: g.id,
@@ -748,11 +749,12 @@ function relay(
   // The first flight goes through the checks too: its body is framed, and requests
   // pipelined behind it are checked like any later one. Nothing is written before connect.
   if (first.length > 0) {
-    const step: CheckStep = check === undefined
-      ? { out: [first], next: "more" }
-      : checkClient(r, first, false);
-    queue(r.up, step.out);
-    afterStep(r, step);
+    if (check === undefined) r.up.pending = first; // the connection's own copy
+    else {
+      const step = checkClient(r, first, false);
+      queue(r.up, step.out, true);
+      afterStep(r, step);
+    }
   }
   relayed.set(r.id, r);
   owners.set(g.fd, r);
@@ -827,8 +829,15 @@ function checkerFor(r: Relayed, pinnedName: string | null, afterFirst: boolean):
   }, afterFirst);
 }
 
-/** Parks copies of `pieces` behind what `d` has pending (they may be views of a reused buffer). */
-function queue(d: Direction, pieces: Uint8Array[]): void {
+/**
+ * Parks copies of `pieces` behind what `d` has pending (they may be views of a reused buffer).
+ * `owned`: they are views of a buffer nothing else writes to, so one alone is parked as it is.
+ */
+function queue(d: Direction, pieces: Uint8Array[], owned = false): void {
+  if (owned && d.pending === null && pieces.length === 1) {
+    d.pending = pieces[0];
+    return;
+  }
   let total = d.pending?.length ?? 0;
   for (const piece of pieces) total += piece.length;
   if (total === 0) return;
@@ -1050,8 +1059,8 @@ function pump(r: Relayed, d: Direction): boolean {
       return false;
     }
     d.bytes += n;
-    const chunk = buffer.subarray(0, n);
     if (r.check !== undefined) {
+      const chunk = buffer.subarray(0, n);
       if (d === r.up) {
         const step = checkClient(r, chunk);
         if (!send(r, d, step.out)) return false;
@@ -1063,7 +1072,7 @@ function pump(r: Relayed, d: Direction): boolean {
       // The start of an answer may settle a switch the client's bytes wait for.
       if (r.checker?.see(chunk) && !resumeChecks(r)) return false;
     }
-    const written = write(d.dst, chunk);
+    const written = write(d.dst, buffer, n);
     if (written < 0) {
       finish(r, errnoName(readErrno()));
       return false;
@@ -1079,9 +1088,12 @@ function pump(r: Relayed, d: Direction): boolean {
   return true;
 }
 
-/** Non-blocking write: bytes accepted (0 when it would block), or -1 with errno set. */
-function write(fd: number, bytes: Uint8Array): number {
-  const n = Number(s.write(fd, bytes, BigInt(bytes.length)));
+/**
+ * Non-blocking write of `bytes[0, length)`: bytes accepted (0 when it would block), or -1 with
+ * errno set.
+ */
+function write(fd: number, bytes: Uint8Array, length = bytes.length): number {
+  const n = Number(s.write(fd, bytes, BigInt(length)));
   if (n >= 0) return n;
   const errno = readErrno();
   return errno === EAGAIN || errno === EINTR ? 0 : -1;
