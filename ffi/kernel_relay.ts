@@ -42,6 +42,11 @@ export interface KernelRelayResult {
   /** How long the upstream connect took, if it completed. */
   connectMs?: number;
   error?: string;
+  /**
+   * When the relay ended (ms since the epoch), as the thread saw it: its report may come up to
+   * a batch later, and the CLOSED line's time and duration are the relay's own.
+   */
+  endedAt?: number;
 }
 
 /** Which protocol a listener speaks. */
@@ -130,6 +135,8 @@ export interface Decided {
   listenId: number;
   /** When the connection was accepted (milliseconds since the epoch). */
   accepted: number;
+  /** When the thread allowed it (the ALLOWED line's time: the report comes with a batch). */
+  at: number;
   /** The name it was allowed for. */
   name: string;
   fields: EventFields;
@@ -198,6 +205,7 @@ export type RelayReport =
     down: number;
     connectMs?: number;
     error?: string;
+    endedAt?: number;
   }
   | { kind: "event"; id: number; event: RequestEvent }
   | { kind: "failed"; error: string }

@@ -116,8 +116,12 @@ const ACCEPTS_PER_EVENT = 64;
 /** Most first flights fit; a larger one grows the buffer up to the parser's bound. */
 const FIRST_BYTES = 4096;
 const NO_BYTES = new Uint8Array(0);
-/** How long reports nothing waits on (ends, refusals) may wait for company. */
-const LATE_REPORT_MS = 5;
+/**
+ * How long reports nothing waits on (the thread's own allows, ends, refusals) may wait for
+ * company: each batch costs the main thread a wake-up and a message event, measured as its
+ * largest cost per TLS connection at 5 ms. Those reports carry their own times for the logs.
+ */
+const LATE_REPORT_MS = 25;
 /** What {@link act} did with a direction. */
 const IDLE = 0, ACTED = 1, ENDED = 2;
 const ONE = new Uint8Array(new Int32Array([1]).buffer);
@@ -298,8 +302,9 @@ function report(message: RelayReport): void {
 
 /**
  * Sends what was reported, now if anything waits on it (a greeting to decide), else once the
- * oldest report is LATE_REPORT_MS old: the ends of connections and refusals only feed logs and
- * metrics, and sending them with the next batch spares the main thread a wake-up each.
+ * oldest report is LATE_REPORT_MS old: the thread's own allows, the ends of connections and
+ * refusals only feed logs and metrics, and sending them with the next batch spares the main
+ * thread a wake-up each.
  */
 function flushReports(force = false): void {
   if (outbox.length === 0) return;
@@ -610,7 +615,14 @@ function sendGreeting(g: Greeted, read: Greeting["read"]): void {
     : null;
   if (quick === null) return report({ kind: "greeting", greeting: { ...known, read } });
   const { id, listenId, accepted } = known;
-  const decided = { id, listenId, accepted, name: quick.name, fields: quick.fields };
+  const decided = {
+    id,
+    listenId,
+    accepted,
+    at: Date.now(),
+    name: quick.name,
+    fields: quick.fields,
+  };
   report({ kind: "decided", decided });
   const check = g.proto === "HTTP" ? { pinnedName: quick.name } : undefined;
   allowed.push({ g, connectTo: quick.connectTo, check });
@@ -949,7 +961,13 @@ function finish(r: Relayed, error?: string): void {
     s.close(r.client);
     admission.release(r.source);
   }
-  const message: RelayReport = { kind: "done", id: r.id, up: r.up.bytes, down: r.down.bytes };
+  const message: RelayReport = {
+    kind: "done",
+    id: r.id,
+    up: r.up.bytes,
+    down: r.down.bytes,
+    endedAt: Date.now(),
+  };
   if (r.connectMs !== undefined) message.connectMs = r.connectMs;
   if (error !== undefined) message.error = error;
   report(message);

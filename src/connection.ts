@@ -225,11 +225,11 @@ export async function handleGreeting(
 }
 
 /**
- * A connection the relay thread allowed by itself: its ALLOWED line and count. Nothing is kept
- * for it here; its later request events and its end come with the same fields.
+ * A connection the relay thread allowed by itself: its ALLOWED line, at the time of the
+ * decision, and its count. `KernelRelay` keeps the fields for its later events and its end.
  */
 export function handleDecided(decided: Decided, plane: KernelRelay, ctx: ConnectionContext): void {
-  logEvent(decided.fields);
+  logEvent(decided.fields, decided.at);
   ctx.metrics.connection(decided.fields.proto, "allowed", "none");
   ctx.metrics.decidedOnThread();
   shareAnswers(decided.name, ctx, plane, false);
@@ -287,7 +287,7 @@ function closedOnThread(
   if (moved.connectMs !== undefined) ctx.metrics.connectSeconds(moved.connectMs / 1000);
   ctx.metrics.bytes(moved.up, moved.down);
   fields.relay = "kernel";
-  logClosed(fields, accepted, moved.up, moved.down, moved.error);
+  logClosed(fields, accepted, moved.up, moved.down, moved.error, moved.endedAt);
 }
 
 /** Where a connection was headed, or why it cannot be forwarded anywhere. */
@@ -539,6 +539,7 @@ function logClosed(
   up: number,
   down: number,
   error: string | undefined,
+  ended: number = Date.now(),
 ): void {
   logEvent({
     ...fields,
@@ -547,7 +548,7 @@ function logClosed(
     would_deny: undefined,
     up,
     down,
-    duration_ms: Date.now() - started,
+    duration_ms: ended - started,
     error,
-  });
+  }, ended);
 }

@@ -6,7 +6,7 @@
 
 import { configure, dispose, getLogger, type Logger, type LogRecord } from "@logtape/logtape";
 import { LEVELS, type LogLevel } from "./config.ts";
-import { queuedSink } from "./log_sink.ts";
+import { type LineWriter, queuedSink } from "./log_sink.ts";
 
 /** The fields of a decision or closing line, in the order the text format prints them. */
 export interface EventFields {
@@ -193,20 +193,28 @@ export const log: Logger = getLogger(["proxy-please"]);
  * into the stdout queue, skipping logtape's record building (two lines per connection are
  * the proxy's hottest logging path). Null: through logtape (tests, or INFO filtered out).
  */
-let eventLine: ((fields: EventFields) => void) | null = null;
+let eventLine: ((fields: EventFields, at: number) => void) | null = null;
 
-/** Logs one decision or closing line at INFO. */
-export function logEvent(fields: EventFields): void {
-  if (eventLine !== null) eventLine(fields);
+/**
+ * Logs one decision or closing line at INFO. `at`: when it happened (ms since the epoch), for
+ * a line written later than that (the relay thread reports in batches); logtape's own path,
+ * before `setupLogging`, stamps the time it is called.
+ */
+export function logEvent(fields: EventFields, at: number = Date.now()): void {
+  if (eventLine !== null) eventLine(fields, at);
   else log.info("{event} {proto}", fields as unknown as Record<string, unknown>);
 }
 
 /**
- * Sends the logger to stdout in the chosen format, through a queue written by one async
- * writer: a slow reader of stdout never stalls the relay, and a burst loses no line.
+ * Sends the logger to stdout (or `writer`) in the chosen format, through a queue written by one
+ * async writer: a slow reader of stdout never stalls the relay, and a burst loses no line.
  */
-export async function setupLogging(level: LogLevel, format: "text" | "json"): Promise<void> {
-  const sink = queuedSink(Deno.stdout, format === "json" ? formatJsonLine : formatTextLine);
+export async function setupLogging(
+  level: LogLevel,
+  format: "text" | "json",
+  writer: LineWriter = Deno.stdout,
+): Promise<void> {
+  const sink = queuedSink(writer, format === "json" ? formatJsonLine : formatTextLine);
   await configure({
     reset: true,
     sinks: { stdout: sink },
@@ -219,8 +227,8 @@ export async function setupLogging(level: LogLevel, format: "text" | "json"): Pr
   eventLine = LEVELS.indexOf(level) > LEVELS.indexOf("info")
     ? () => {}
     : format === "json"
-    ? (fields) => sink.enqueue(jsonObject(Date.now(), "INFO", undefined, props(fields)))
-    : (fields) => sink.enqueue(`${textTime(Date.now())} INFO ${eventText(props(fields))}\n`);
+    ? (fields, at) => sink.enqueue(jsonObject(at, "INFO", undefined, props(fields)))
+    : (fields, at) => sink.enqueue(`${textTime(at)} INFO ${eventText(props(fields))}\n`);
 }
 
 /** Writes out queued lines and detaches the sinks. */

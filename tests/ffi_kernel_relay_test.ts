@@ -288,11 +288,14 @@ Deno.test("relay thread, TLS: a refused connect is an error word, and the client
       const client = await Deno.connect({ hostname: "127.0.0.1", port: plane.listener.addr.port });
       await writeAll(client, new Uint8Array([1]));
       const greeting = await plane.greeting();
-      const result = await plane.relay.forward(greeting.id, address, port, {
+      const before = Date.now();
+      const { endedAt, ...result } = await plane.relay.forward(greeting.id, address, port, {
         connectTimeoutMs: 2_000,
         idleTimeoutMs: 2_000,
       });
       assert.deepEqual(result, { up: 1, down: 0, error: "connect_ECONNREFUSED" });
+      // The thread's own time of the end, not when its report arrived.
+      assert.ok(endedAt !== undefined && endedAt >= before && endedAt <= Date.now());
       assert.equal((await readAll(client)).length, 0);
       client.close();
     }

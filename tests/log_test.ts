@@ -2,12 +2,14 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { configure, dispose, type LogRecord } from "@logtape/logtape";
 import {
+  closeLogging,
   type EventFields,
   formatJsonLine,
   formatTextLine,
   formatValue,
   log,
   logEvent,
+  setupLogging,
 } from "../src/log.ts";
 
 const T = Date.parse("2026-04-23T10:00:01Z");
@@ -520,4 +522,39 @@ Deno.test("formatTextLine: a bare-safe string value in a message is shown as is"
   );
   assert.ok(formatTextLine(rec).endsWith(" INFO listening for HTTP on [::]:8080\n"));
   assert.deepEqual(JSON.parse(formatJsonLine(rec)).message, "listening for HTTP on [::]:8080");
+});
+
+Deno.test("logEvent: a line written later carries the time it is given, in both formats", async () => {
+  const fields: EventFields = {
+    event: "CLOSED",
+    proto: "HTTP",
+    peer: "198.18.0.5:40000",
+    dst: "198.19.0.10:80",
+    host: "a.test",
+  };
+  for (const format of ["json", "text"] as const) {
+    const written: string[] = [];
+    const writer = {
+      write: (bytes: Uint8Array) => {
+        written.push(new TextDecoder().decode(bytes));
+        return Promise.resolve(bytes.length);
+      },
+    };
+    await setupLogging("info", format, writer);
+    try {
+      logEvent(fields, T + 1234);
+      logEvent(fields); // now
+    } finally {
+      await closeLogging();
+    }
+    const lines = written.join("").split("\n").filter((l) => l !== "");
+    assert.equal(lines.length, 2, written.join(""));
+    if (format === "json") {
+      assert.equal(JSON.parse(lines[0]).time, "2026-04-23T10:00:02.234Z");
+      assert.ok(Math.abs(Date.parse(JSON.parse(lines[1]).time) - Date.now()) < 60_000);
+    } else {
+      assert.ok(lines[0].startsWith("2026-04-23T10:00:02Z INFO CLOSED HTTP "), lines[0]);
+      assert.ok(!lines[1].startsWith("2026-04-23"), lines[1]);
+    }
+  }
 });
