@@ -197,7 +197,7 @@ interface Relayed {
   proto: PlaneProto;
   /** HTTP: the checks every request on the connection goes through. */
   check: RelayCheck;
-  /** HTTP: the checker, while a request is under way (null between requests: see `checks`). */
+  /** HTTP: the checker, while a request is under way (null between requests: see `checkClient`). */
   checker: RequestChecker | null;
   /** HTTP: after the server's last byte, this goes to the client (a refusal). */
   finalResponse: Uint8Array | null;
@@ -600,18 +600,7 @@ function sendGreeting(g: Greeted, read: Greeting["read"]): void {
   if (known === null) return;
   g.known = null;
   const quick = read.ok && policy.quick !== null
-    ? quickVerdict(
-      {
-        proto: known.proto,
-        source: known.source,
-        port: known.port,
-        origin: known.origin,
-        loop: known.loop,
-        read,
-      },
-      policy.quick,
-      (name) => dnsCopy.addresses(name, Date.now()),
-    )
+    ? quickVerdict({ ...known, read }, policy.quick, (name) => dnsCopy.addresses(name, Date.now()))
     : null;
   if (quick === null) return report({ kind: "greeting", greeting: { ...known, read } });
   const { id, listenId, accepted } = known;
@@ -1077,19 +1066,17 @@ function pump(r: Relayed, d: Direction): boolean {
       return false;
     }
     d.bytes += n;
-    if (r.check !== undefined) {
-      const chunk = buffer.subarray(0, n);
-      if (d === r.up) {
-        const step = checkClient(r, chunk);
-        if (!send(r, d, step.out)) return false;
-        afterStep(r, step);
-        if (d.pending !== null || d.done || r.checker?.holding) return true;
-        if (n < BUFFER_BYTES) return true;
-        continue;
-      }
-      // The start of an answer may settle a switch the client's bytes wait for.
-      if (r.checker?.see(chunk) && !resumeChecks(r)) return false;
+    if (r.check !== undefined && d === r.up) {
+      const step = checkClient(r, buffer.subarray(0, n));
+      if (!send(r, d, step.out)) return false;
+      afterStep(r, step);
+      if (d.pending !== null || d.done || r.checker?.holding) return true;
+      if (n < BUFFER_BYTES) return true;
+      continue;
     }
+    // The start of an answer may settle a switch the client's bytes wait for (a checker is
+    // there only while a request is under way).
+    if (r.checker?.see(buffer.subarray(0, n)) && !resumeChecks(r)) return false;
     const written = write(d.dst, buffer, n);
     if (written < 0) {
       finish(r, errnoName(readErrno()));

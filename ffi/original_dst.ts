@@ -8,7 +8,6 @@
 import type { Libc } from "./libc.ts";
 import { errnoName } from "./errno.ts";
 import { fdMatchesConn, rawFdOf, socketAddressOf } from "./conn_fd.ts";
-import { canonicalAddress } from "../src/ip_address.ts";
 import { decodeSockaddr, SOCKADDR_STORAGE_SIZE, type SocketAddress } from "./sockaddr.ts";
 
 /** `SOL_IP`: option level for IPv4 (and v4-mapped connections on IPv6 sockets). */
@@ -80,9 +79,9 @@ export function originalDestinationOfFd(
   fd: number,
   local: SocketAddress,
 ): OriginalDstResult {
-  // v4-mapped locals canonicalise to dotted quads: their conntrack entry is IPv4.
-  const localAddress = canonicalAddress(local.address);
-  const v4 = !localAddress.includes(":");
+  // Decoded addresses are canonical: a v4-mapped local is a dotted quad, and its conntrack
+  // entry is IPv4.
+  const v4 = !local.address.includes(":");
   const buf = SCRATCH;
   const len = SCRATCH_LENGTH;
   len[0] = buf.length;
@@ -95,7 +94,6 @@ export function originalDestinationOfFd(
   if (destination === null || destination.family !== (v4 ? 4 : 6)) {
     return { ok: false, reason: "getsockopt_bad_sockaddr" };
   }
-  // Decoded addresses are canonical already.
-  const redirected = !(destination.address === localAddress && destination.port === local.port);
+  const redirected = !(destination.address === local.address && destination.port === local.port);
   return { ok: true, destination, redirected };
 }
