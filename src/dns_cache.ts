@@ -15,7 +15,12 @@
  */
 
 import { Resolver } from "node:dns/promises";
-import { dnsKey as cacheKey, type DnsSnapshot } from "./dns_copy.ts";
+import {
+  DNS_MAX_ADDRESSES,
+  DNS_MAX_NAMES,
+  dnsKey as cacheKey,
+  type DnsSnapshot,
+} from "./dns_copy.ts";
 import { canonicalIp } from "./ip_address.ts";
 
 /** One answer record: an address and its TTL in seconds. */
@@ -141,8 +146,11 @@ export class DnsCache {
   constructor(opts: DnsCacheOptions = {}) {
     this.#timeoutMs = positive("timeoutMs", opts.timeoutMs ?? 5000);
     this.#resolve = opts.resolve ?? systemResolve(this.#timeoutMs);
-    this.#maxNames = positive("maxNames", opts.maxNames ?? 4096);
-    this.#maxAddresses = positive("maxAddressesPerName", opts.maxAddressesPerName ?? 64);
+    this.#maxNames = positive("maxNames", opts.maxNames ?? DNS_MAX_NAMES);
+    this.#maxAddresses = positive(
+      "maxAddressesPerName",
+      opts.maxAddressesPerName ?? DNS_MAX_ADDRESSES,
+    );
     this.#minTtlMs = nonNegative("minTtl", opts.minTtl ?? 1) * 1000;
     this.#maxTtlMs = positive("maxTtl", opts.maxTtl ?? 3600) * 1000;
     this.#negativeTtlMs = nonNegative("negativeTtl", opts.negativeTtl ?? 5) * 1000;

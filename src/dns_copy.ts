@@ -28,10 +28,10 @@ export function dnsKey(name: string): string | null {
   return k;
 }
 
-/** Most names a copy holds (the oldest learned is dropped first), as the cache's default. */
-export const DNS_COPY_MAX_NAMES = 4096;
-/** Most addresses kept per name, as the cache's default. */
-export const DNS_COPY_MAX_ADDRESSES = 64;
+/** Most names held: the cache's default, and a copy's (the oldest learned is dropped first). */
+export const DNS_MAX_NAMES = 4096;
+/** Most addresses kept per name: the cache's default, and a copy's. */
+export const DNS_MAX_ADDRESSES = 64;
 
 /** See the module doc. */
 export class DnsCopy {
@@ -39,7 +39,7 @@ export class DnsCopy {
   readonly #maxNames: number;
 
   /** An empty copy holding at most `maxNames` names. */
-  constructor(maxNames = DNS_COPY_MAX_NAMES) {
+  constructor(maxNames = DNS_MAX_NAMES) {
     this.#maxNames = maxNames;
   }
 
@@ -56,7 +56,7 @@ export class DnsCopy {
     this.#entries.set(key, {
       name: key,
       freshUntil: snapshot.freshUntil,
-      addresses: snapshot.addresses.slice(0, DNS_COPY_MAX_ADDRESSES),
+      addresses: snapshot.addresses.slice(0, DNS_MAX_ADDRESSES),
     });
     while (this.#entries.size > this.#maxNames) {
       this.#entries.delete(this.#entries.keys().next().value as string);
