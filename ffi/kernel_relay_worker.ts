@@ -348,14 +348,17 @@ async function loop(): Promise<void> {
         continue;
       }
       // An fd closed earlier in this batch may have been reused by an accept in it: its stale
-      // event then reaches a new greeting, which only tries a read (EAGAIN at worst). Nothing
-      // that acts on an event's error bits can be new within a batch: relays and upstream
-      // sockets start between batches (from commands, or in `relayAllowed` below).
+      // event then reaches a new greeting, which only tries a read (EAGAIN at worst), and never
+      // one already read whole and waiting for its decision (a read there could see the
+      // client's half-close and end a connection that is about to be relayed). Nothing that
+      // acts on an event's error bits can be new within a batch: relays and upstream sockets
+      // start between batches (from commands, or in `relayAllowed` below).
       const owner = owners.get(fd);
       if (owner === undefined) continue; // ended earlier in this batch
       if (owner.kind === "listen") acceptFrom(owner, now);
-      else if (owner.kind === "greet") readFirst(owner);
-      else if (owner.kind === "linger") linger(owner);
+      else if (owner.kind === "greet") {
+        if (!owner.waiting) readFirst(owner);
+      } else if (owner.kind === "linger") linger(owner);
       else if (!owner.connected) connected(owner, now);
       else ready(owner, fd, mask, now);
     }
@@ -710,6 +713,8 @@ function forward(c: Extract<RelayCommand, { kind: "forward" }>): void {
 function relayAllowed(): void {
   for (const { g, connectTo, check } of allowed.splice(0)) {
     if (greeted.has(g.id)) relay(g, connectTo, settings, check);
+    // Not expected (a decided greeting is read no more), but its end must still be told.
+    else report({ kind: "done", id: g.id, up: 0, down: 0, error: "closed", endedAt: Date.now() });
   }
 }
 
