@@ -570,40 +570,37 @@ export function parseRequestHead(
   if (bytes.length < 4 || bytes[bytes.length - 4] !== CR || bytes[bytes.length - 1] !== LF) {
     return { reason: "bad_request_line" };
   }
-  const lines = latin1(bytes, 0, bytes.length - 4).split("\r\n");
-  const requestLine = lines[0];
-  if (requestLine === "") return { reason: "empty_line_before_request" };
-  const m = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) (HTTP\/[0-9]\.[0-9])$/.exec(
-    requestLine,
-  );
-  if (m === null) return { reason: "bad_request_line" };
-  const [, method, target, versionText] = m;
-  if (versionText !== "HTTP/1.0" && versionText !== "HTTP/1.1") {
-    return { reason: "unsupported_version" };
-  }
-  const version: "HTTP/1.0" | "HTTP/1.1" = versionText;
+  // Lines are scanned in the bytes (every CR is followed by LF, checked above); only the
+  // request line and the values of the few headers that matter become strings.
+  const end = bytes.length - 4;
+  const requestEnd = lineEnd(bytes, 0, end);
+  if (requestEnd === 0) return { reason: "empty_line_before_request" };
+  const line = requestLine(bytes, requestEnd);
+  if (typeof line === "string") return { reason: line };
+  const { method, target, version } = line;
 
   let host: string | null = null;
   let contentLength: number | null = null;
   let chunked = false;
   let sawTe = false;
   let upgrade = false;
-  for (let k = 1; k < lines.length; k++) {
-    const line = lines[k];
-    const c0 = line.charCodeAt(0);
-    if (c0 === SP || c0 === HTAB) return { reason: "obs_fold" };
-    const colon = line.indexOf(":");
-    if (colon <= 0) return { reason: "bad_header" };
-    const name = line.slice(0, colon);
-    for (let j = 0; j < name.length; j++) {
-      if (!TCHAR[name.charCodeAt(j)]) return { reason: "bad_header" };
-    }
+  for (let start = requestEnd + 2; start <= end && requestEnd < end; start += 2) {
+    const stop = lineEnd(bytes, start, end);
+    const c0 = bytes[start];
+    if (start < stop && (c0 === SP || c0 === HTAB)) return { reason: "obs_fold" };
+    let colon = start;
+    while (colon < stop && bytes[colon] !== 0x3a /* : */) colon++;
+    if (colon === stop || colon === start) return { reason: "bad_header" };
+    for (let j = start; j < colon; j++) if (!TCHAR[bytes[j]]) return { reason: "bad_header" };
+    const field = fieldIndex(bytes, start, colon);
+    start = stop;
+    if (field < 0) continue;
     // Optional whitespace is SP and HTAB only (String.trim would also take latin1's NBSP).
-    let from = colon + 1, to = line.length;
-    while (from < to && isOws(line.charCodeAt(from))) from++;
-    while (to > from && isOws(line.charCodeAt(to - 1))) to--;
-    const value = line.slice(from, to);
-    switch (name.toLowerCase()) {
+    let from = colon + 1, to = stop;
+    while (from < to && isOws(bytes[from])) from++;
+    while (to > from && isOws(bytes[to - 1])) to--;
+    const value = latin1(bytes, from, to);
+    switch (FIELD_NAMES[field]) {
       case "host":
         if (host !== null) return { reason: "multiple_host" };
         host = value;
@@ -657,6 +654,69 @@ function targetAuthority(method: string, target: string): string | null {
   const authority = m[1];
   if (authority.includes("@")) return ""; // userinfo: refuse rather than guess which part is the host
   return authority;
+}
+
+/** Where the line starting at `from` ends: its CR, or `end` (the head's final CRLFCRLF). */
+function lineEnd(bytes: Uint8Array, from: number, end: number): number {
+  const cr = bytes.indexOf(CR, from);
+  return cr < 0 || cr > end ? end : cr;
+}
+
+/**
+ * The request line `bytes[0, end)`: `method SP target SP HTTP/d.d`, the method a token, the
+ * target visible ASCII; the reason it is refused otherwise.
+ */
+function requestLine(
+  bytes: Uint8Array,
+  end: number,
+):
+  | { method: string; target: string; version: "HTTP/1.0" | "HTTP/1.1" }
+  | "bad_request_line"
+  | "unsupported_version" {
+  let sp = 0;
+  while (sp < end && TCHAR[bytes[sp]]) sp++;
+  if (sp === 0 || sp === end || bytes[sp] !== SP) return "bad_request_line";
+  let sp2 = sp + 1;
+  while (sp2 < end && bytes[sp2] >= 0x21 && bytes[sp2] <= 0x7e) sp2++;
+  if (sp2 === sp + 1 || sp2 === end || bytes[sp2] !== SP || end - sp2 !== 9) {
+    return "bad_request_line";
+  }
+  const v = sp2 + 1;
+  for (let k = 0; k < 5; k++) if (bytes[v + k] !== HTTP_SLASH[k]) return "bad_request_line";
+  const major = bytes[v + 5], dot = bytes[v + 6], minor = bytes[v + 7];
+  if (!isDigit(major) || dot !== 0x2e || !isDigit(minor)) return "bad_request_line";
+  if (major !== 0x31 || (minor !== 0x30 && minor !== 0x31)) return "unsupported_version";
+  return {
+    method: latin1(bytes, 0, sp),
+    target: latin1(bytes, sp + 1, sp2),
+    version: minor === 0x30 ? "HTTP/1.0" : "HTTP/1.1",
+  };
+}
+
+const HTTP_SLASH = [0x48, 0x54, 0x54, 0x50, 0x2f];
+
+function isDigit(b: number): boolean {
+  return b >= 0x30 && b <= 0x39;
+}
+
+/** The header fields whose values the framing scan reads; every other one is only checked. */
+const FIELD_NAMES = ["host", "content-length", "transfer-encoding", "upgrade"] as const;
+
+/** Which of FIELD_NAMES the name `bytes[start, end)` is, in any case; -1 for none. */
+function fieldIndex(bytes: Uint8Array, start: number, end: number): number {
+  const length = end - start;
+  for (let f = 0; f < FIELD_NAMES.length; f++) {
+    const name = FIELD_NAMES[f];
+    if (name.length !== length) continue;
+    let j = 0;
+    while (j < length) {
+      const b = bytes[start + j];
+      if ((b >= 0x41 && b <= 0x5a ? b | 0x20 : b) !== name.charCodeAt(j)) break;
+      j++;
+    }
+    if (j === length) return f;
+  }
+  return -1;
 }
 
 function isOws(c: number): boolean {

@@ -2,11 +2,14 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import {
   type FramingEvent,
+  type FramingInvalidReason,
+  parseRequestHead,
   RequestFramingTracker,
   type RequestHead,
   scanRequestStream,
 } from "../src/http_framing.ts";
-import { parseHttpHead } from "../src/http_head.ts";
+import { parseHttpHead, TCHAR } from "../src/http_head.ts";
+import { latin1 } from "../src/latin1.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder("latin1");
@@ -401,5 +404,221 @@ Deno.test("property: mutated traffic never throws, is split-invariant, and heads
       }
     }),
     { numRuns: 500 },
+  );
+});
+
+// The framing scan as it was written first (on strings: the head split into lines, a regular
+// expression for the request line), kept here as the reference the byte scan must agree with.
+const SP = 0x20, HTAB = 0x09, CR = 0x0d, LF = 0x0a;
+
+function isOws(c: number): boolean {
+  return c === SP || c === HTAB;
+}
+
+function targetAuthority(method: string, target: string): string | null {
+  if (method === "CONNECT") return target;
+  if (target.charCodeAt(0) === 0x2f) return null;
+  const m = /^[A-Za-z][A-Za-z0-9+.-]*:\/\/([^/?#]*)/.exec(target);
+  if (m === null) return null;
+  const authority = m[1];
+  if (authority.includes("@")) return "";
+  return authority;
+}
+
+function hostPart(hostPort: string): string {
+  const h = hostPort.toLowerCase();
+  if (h.startsWith("[")) {
+    const end = h.indexOf("]");
+    return end < 0 ? h : h.slice(0, end + 1);
+  }
+  const colon = h.lastIndexOf(":");
+  const name = colon < 0 ? h : h.slice(0, colon);
+  return name.endsWith(".") ? name.slice(0, -1) : name;
+}
+
+function referenceParseRequestHead(
+  bytes: Uint8Array,
+  offset = 0,
+): RequestHead | { reason: FramingInvalidReason } {
+  for (let k = 0; k < bytes.length; k++) {
+    const b = bytes[k];
+    if ((b < SP && b !== HTAB && b !== CR && b !== LF) || b === 0x7f) {
+      return { reason: "bad_header" };
+    }
+    if (b === LF && (k === 0 || bytes[k - 1] !== CR)) return { reason: "bare_lf" };
+    if (b === CR && bytes[k + 1] !== LF) return { reason: "bare_cr" };
+  }
+  if (bytes.length < 4 || bytes[bytes.length - 4] !== CR || bytes[bytes.length - 1] !== LF) {
+    return { reason: "bad_request_line" };
+  }
+  const lines = latin1(bytes, 0, bytes.length - 4).split("\r\n");
+  const requestLine = lines[0];
+  if (requestLine === "") return { reason: "empty_line_before_request" };
+  const m = /^([!#$%&'*+\-.^_`|~0-9A-Za-z]+) ([\x21-\x7e]+) (HTTP\/[0-9]\.[0-9])$/.exec(
+    requestLine,
+  );
+  if (m === null) return { reason: "bad_request_line" };
+  const [, method, target, versionText] = m;
+  if (versionText !== "HTTP/1.0" && versionText !== "HTTP/1.1") {
+    return { reason: "unsupported_version" };
+  }
+  const version: "HTTP/1.0" | "HTTP/1.1" = versionText;
+
+  let host: string | null = null;
+  let contentLength: number | null = null;
+  let chunked = false;
+  let sawTe = false;
+  let upgrade = false;
+  for (let k = 1; k < lines.length; k++) {
+    const line = lines[k];
+    const c0 = line.charCodeAt(0);
+    if (c0 === SP || c0 === HTAB) return { reason: "obs_fold" };
+    const colon = line.indexOf(":");
+    if (colon <= 0) return { reason: "bad_header" };
+    const name = line.slice(0, colon);
+    for (let j = 0; j < name.length; j++) {
+      if (!TCHAR[name.charCodeAt(j)]) return { reason: "bad_header" };
+    }
+    // Optional whitespace is SP and HTAB only (String.trim would also take latin1's NBSP).
+    let from = colon + 1, to = line.length;
+    while (from < to && isOws(line.charCodeAt(from))) from++;
+    while (to > from && isOws(line.charCodeAt(to - 1))) to--;
+    const value = line.slice(from, to);
+    switch (name.toLowerCase()) {
+      case "host":
+        if (host !== null) return { reason: "multiple_host" };
+        host = value;
+        break;
+      case "content-length":
+        if (contentLength !== null) return { reason: "multiple_content_length" };
+        if (!/^[0-9]{1,15}$/.test(value)) return { reason: "bad_content_length" };
+        contentLength = Number(value);
+        break;
+      case "transfer-encoding":
+        if (sawTe) return { reason: "multiple_transfer_encoding" };
+        sawTe = true;
+        if (value.toLowerCase() !== "chunked") return { reason: "unsupported_transfer_encoding" };
+        chunked = true;
+        break;
+      case "upgrade":
+        upgrade = true;
+        break;
+    }
+  }
+  if (sawTe && contentLength !== null) return { reason: "content_length_and_transfer_encoding" };
+  if (sawTe && version === "HTTP/1.0") return { reason: "unsupported_transfer_encoding" };
+
+  const isConnect = method === "CONNECT";
+  const targetHost = targetAuthority(method, target);
+  if (targetHost === "") return { reason: "bad_request_line" };
+  if (targetHost !== null) {
+    if (host === null) host = targetHost;
+    else if (hostPart(host) !== hostPart(targetHost)) return { reason: "host_mismatch" };
+  }
+
+  return {
+    method,
+    target,
+    version,
+    host: host ?? "",
+    offset,
+    length: bytes.length,
+    body: chunked ? "chunked" : contentLength !== null ? "length" : "none",
+    contentLength: contentLength ?? 0,
+    opaqueAfter: upgrade || isConnect,
+  };
+}
+
+const headLineArb = fc.oneof(
+  fc.constantFrom(
+    "Host: a.test",
+    "host:a.test:8080 ",
+    "HOST:\t[2001:db8::1]:80",
+    "Content-Length: 5",
+    "content-length:  0012",
+    "Content-Length: 1234567890123456",
+    "Content-Length: -1",
+    "Transfer-Encoding: chunked",
+    "transfer-encoding: Chunked, gzip",
+    "TRANSFER-ENCODING: CHUNKED",
+    "Upgrade: websocket",
+    "Connection: upgrade",
+    "X-Long-Header-Name-Beyond-Seventeen: v",
+    "Hos: a.test",
+    "Hosts: a.test",
+    " Host: folded",
+    "\tx",
+    "Host : a.test",
+    ": no name",
+    "no colon",
+    "Bad\u00e9Name: v",
+    "X: caf\u00e9",
+    "",
+  ),
+  fc.tuple(
+    fc.stringMatching(/^[!#$%&'*+.^_`|~0-9A-Za-z-]{0,20}$/),
+    fc.constantFrom(":", ": ", ":\t", " : ", ""),
+    fc.string({
+      unit: fc.integer({ min: 0, max: 255 }).map((c) => String.fromCharCode(c)),
+      maxLength: 20,
+    }),
+  ).map(([n, sep, v]) => n + sep + v),
+);
+
+const requestLineArb = fc.oneof(
+  fc.constantFrom(
+    "GET / HTTP/1.1",
+    "GET / HTTP/1.0",
+    "POST /upload HTTP/1.1",
+    "CONNECT a.test:443 HTTP/1.1",
+    "GET http://a.test/x HTTP/1.1",
+    "GET http://u@a.test/ HTTP/1.1",
+    "GET / HTTP/2.0",
+    "GET / HTTP/1.2",
+    "GET /  HTTP/1.1",
+    "GET  / HTTP/1.1",
+    "GET / HTTP/1.1 ",
+    "GET / http/1.1",
+    "GET / HTTP/1.",
+    "G\u00c9T / HTTP/1.1",
+    "GET /\u00e9 HTTP/1.1",
+    "",
+  ),
+  fc.tuple(
+    fc.string({ maxLength: 8 }),
+    fc.constantFrom(" ", "  ", "\t", ""),
+    fc.string({ maxLength: 12 }),
+    fc.constantFrom(" HTTP/1.1", " HTTP/1.0", " HTTP/9.9", "HTTP/1.1", " HTTP/1.1 ", ""),
+  ).map(([m, s, t, v]) => m + s + t + v),
+);
+
+const headArb = fc.tuple(
+  requestLineArb,
+  fc.array(headLineArb, { maxLength: 8 }),
+  fc.constantFrom("\r\n", "\r\n", "\r\n", "\n", "\r"),
+  fc.constantFrom("\r\n\r\n", "\r\n\r\n", "\r\n\r\n\r\n", "\r\n", ""),
+).map(([line, headers, eol, end]) => {
+  const text = [line, ...headers].join(eol) + end;
+  return Uint8Array.from(text, (c) => c.charCodeAt(0) & 0xff);
+});
+
+Deno.test("property: the byte scan of a head gives what the string scan gave, for any head", () => {
+  fc.assert(
+    fc.property(
+      fc.oneof(
+        headArb,
+        fc.tuple(headArb, fc.nat(), fc.integer({ min: 0, max: 255 })).map(([h, at, byte]) => {
+          const m = h.slice();
+          if (m.length > 0) m[at % m.length] = byte;
+          return m;
+        }),
+        fc.uint8Array({ maxLength: 64 }),
+      ),
+      fc.nat({ max: 1000 }),
+      (bytes, offset) => {
+        assert.deepEqual(parseRequestHead(bytes, offset), referenceParseRequestHead(bytes, offset));
+      },
+    ),
+    { numRuns: 20_000 },
   );
 });
