@@ -48,7 +48,7 @@ import {
 import { DnsCopy } from "../src/dns_copy.ts";
 import type { Endpoint } from "../src/destination_pin.ts";
 import { quickVerdict } from "../src/first_verdict.ts";
-import { HttpHeadScanner, MAX_HEAD_BYTES } from "../src/http_head.ts";
+import { type HttpHeadResult, HttpHeadScanner, MAX_HEAD_BYTES } from "../src/http_head.ts";
 import { type CheckStep, RequestChecker } from "../src/request_check.ts";
 import { selectAllowlist } from "../src/source_policy.ts";
 import { MAX_CLIENT_HELLO_BYTES, scanClientHello } from "../src/tls_client_hello.ts";
@@ -143,8 +143,9 @@ interface Greeted {
   fd: number;
   source: string;
   proto: PlaneProto;
-  /** HTTP: the incremental head parser. */
+  /** HTTP: the incremental head parser, and its verdict once the head is complete. */
   scanner: HttpHeadScanner | null;
+  head: HttpHeadResult | null;
   buffer: Uint8Array;
   length: number;
   needBytes: number;
@@ -514,6 +515,7 @@ function greet(
     source,
     proto: l.proto,
     scanner: l.proto === "HTTP" ? new HttpHeadScanner() : null,
+    head: null,
     buffer: NO_BYTES,
     length: 0,
     needBytes: 1,
@@ -562,8 +564,10 @@ function readFirst(g: Greeted): void {
   let read: Greeting["read"] | undefined;
   if (g.scanner !== null) {
     const head = g.scanner.scan(bytes);
-    if (head.kind !== "incomplete") read = { ok: true, head };
-    else g.needBytes = g.length + 1;
+    if (head.kind !== "incomplete") {
+      read = { ok: true, head };
+      g.head = head;
+    } else g.needBytes = g.length + 1;
   } else {
     const hello = scanClientHello(bytes);
     if (hello.kind !== "incomplete") read = { ok: true, hello };
@@ -757,7 +761,7 @@ function relay(
   if (first.length > 0) {
     if (check === undefined) r.up.pending = first; // the connection's own copy
     else {
-      const step = checkClient(r, first, false);
+      const step = checkClient(r, first, false, g.head);
       queue(r.up, step.out, true);
       afterStep(r, step);
     }
@@ -813,26 +817,43 @@ function connected(r: Relayed, now: number, sure = false): void {
  * dropped, and made again here when the client sends more (`afterFirst`: the first request
  * was checked already), so that an idle kept-alive connection holds no parser state.
  */
-function checkClient(r: Relayed, chunk: Uint8Array, afterFirst = true): CheckStep {
-  const checker = r.checker ?? checkerFor(r, r.check!.pinnedName, afterFirst);
+function checkClient(
+  r: Relayed,
+  chunk: Uint8Array,
+  afterFirst = true,
+  firstHead: HttpHeadResult | null = null,
+): CheckStep {
+  const checker = r.checker ?? checkerFor(r, r.check!.pinnedName, afterFirst, firstHead);
   r.checker = checker;
   const step = checker.push(chunk);
   if (step.next === "more" && checker.idle) r.checker = null;
   return step;
 }
 
-/** The checks of one HTTP connection; their log lines go to the main thread. */
-function checkerFor(r: Relayed, pinnedName: string | null, afterFirst: boolean): RequestChecker {
+/**
+ * The checks of one HTTP connection (`firstHead`: the verdict its first head was decided on);
+ * their log lines go to the main thread.
+ */
+function checkerFor(
+  r: Relayed,
+  pinnedName: string | null,
+  afterFirst: boolean,
+  firstHead: HttpHeadResult | null,
+): RequestChecker {
   const send = (event: RequestEvent) => report({ kind: "event", id: r.id, event });
-  return new RequestChecker({
-    pinnedName,
-    policy: () => ({
-      allowlist: selectAllowlist(policy.sourcePolicy, policy.allowlist, r.source),
-      audit: policy.audit,
-    }),
-    refused: (reason, host) => send({ kind: "refused", reason, host }),
-    audited: (reason, host) => send({ kind: "audited", reason, host }),
-  }, afterFirst);
+  return new RequestChecker(
+    {
+      pinnedName,
+      policy: () => ({
+        allowlist: selectAllowlist(policy.sourcePolicy, policy.allowlist, r.source),
+        audit: policy.audit,
+      }),
+      refused: (reason, host) => send({ kind: "refused", reason, host }),
+      audited: (reason, host) => send({ kind: "audited", reason, host }),
+    },
+    afterFirst,
+    firstHead ?? undefined,
+  );
 }
 
 /**

@@ -71,7 +71,13 @@
  * @module
  */
 
-import { type HttpHeadReason, MAX_HEAD_BYTES, parseHttpHead, TCHAR } from "./http_head.ts";
+import {
+  type HttpHeadReason,
+  type HttpHeadResult,
+  MAX_HEAD_BYTES,
+  parseHttpHead,
+  TCHAR,
+} from "./http_head.ts";
 import { latin1 } from "./latin1.ts";
 
 /** Default bound for a request head, in bytes (also the most `parseHttpHead` accepts). */
@@ -182,6 +188,12 @@ export interface FramingOptions {
    * switched protocols (`switched()`), instead of going opaque at once. Default false.
    */
   awaitSwitch?: boolean;
+  /**
+   * What `parseHttpHead` said of the stream's first bytes, when the caller has it already
+   * (the connection was decided on it): the first head is then not parsed by it again. Only a
+   * complete head is taken, and it must be exactly as long as the head the tracker finds.
+   */
+  firstHead?: HttpHeadResult;
 }
 
 type InvalidEvent = Extract<FramingEvent, { type: "invalid" }>;
@@ -238,6 +250,8 @@ const MAX_SAFE_DIV_16 = Math.floor(Number.MAX_SAFE_INTEGER / 16);
 export class RequestFramingTracker {
   readonly #maxHeadBytes: number;
   readonly #awaitSwitch: boolean;
+  /** The caller's verdict on the first head, until that head is reached. */
+  #firstHead: HttpHeadResult | null;
   #state = S_HEAD;
   /** Stream offset of the first byte of the next push. */
   #streamOffset = 0;
@@ -263,6 +277,7 @@ export class RequestFramingTracker {
     }
     this.#maxHeadBytes = max;
     this.#awaitSwitch = opts.awaitSwitch ?? false;
+    this.#firstHead = opts.firstHead?.kind === "head" ? opts.firstHead : null;
   }
 
   /**
@@ -385,7 +400,8 @@ export class RequestFramingTracker {
         this.#headBuffered = 0;
         this.#eol = 2;
         dataStart = i;
-        const verdict = parseHttpHead(bytes);
+        const verdict = this.#firstHead ?? parseHttpHead(bytes);
+        this.#firstHead = null;
         const parsed = parseRequestHead(bytes, headOffset);
         let failure: { reason: TrackerInvalidReason; status: 400 | 431 } | null = null;
         if (verdict.kind === "invalid") failure = verdict;

@@ -13,6 +13,7 @@
 import type { Allowlist } from "./allowlist.ts";
 import { decideName, type Decision, denialMessage, denialResponse } from "./decision.ts";
 import { type FramingEvent, RequestFramingTracker } from "./http_framing.ts";
+import type { HttpHeadResult } from "./http_head.ts";
 import { latin1 } from "./latin1.ts";
 import { type EventFields, logEvent } from "./log.ts";
 import type { ProxyMetrics } from "./metrics.ts";
@@ -82,7 +83,7 @@ export interface CheckStep {
  */
 export class RequestChecker {
   readonly #ctx: CheckerContext;
-  readonly #tracker = new RequestFramingTracker({ awaitSwitch: true });
+  readonly #tracker: RequestFramingTracker;
   #requests = 0;
   #opaque = false;
   #awaiting: SwitchWait | null = null;
@@ -92,10 +93,13 @@ export class RequestChecker {
   /**
    * `afterFirst`: the connection's first request went through an earlier checker (dropped while
    * idle, see {@link idle}), so every head is checked, the first one here included.
+   * `firstHead`: the verdict the connection was decided on, so its head is not parsed again
+   * (see `FramingOptions.firstHead`).
    */
-  constructor(ctx: CheckerContext, afterFirst = false) {
+  constructor(ctx: CheckerContext, afterFirst = false, firstHead?: HttpHeadResult) {
     this.#ctx = ctx;
     if (afterFirst) this.#requests = 1;
+    this.#tracker = new RequestFramingTracker({ awaitSwitch: true, firstHead });
   }
 
   /**

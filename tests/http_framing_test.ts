@@ -407,6 +407,38 @@ Deno.test("property: mutated traffic never throws, is split-invariant, and heads
   );
 });
 
+Deno.test("property: given the first head's verdict, the tracker decides as if it parsed it", () => {
+  fc.assert(
+    fc.property(trafficArb, mutationArb, cutsArb, (t, ms, cuts) => {
+      const bytes = mutate(renderTraffic(t).bytes, ms);
+      const firstHead = parseHttpHead(bytes);
+      const chunks = splitAt(bytes, cuts);
+      const given = new RequestFramingTracker({ firstHead });
+      const events: FramingEvent[] = [];
+      for (const c of chunks) {
+        const evs = given.push(c);
+        events.push(...evs);
+        if (evs.some((e) => e.type === "invalid")) break;
+      }
+      assert.deepEqual(summarize(events), scan(bytes));
+    }),
+    { numRuns: 500 },
+  );
+});
+
+Deno.test("a first head's verdict for another length is not taken: the parsers disagree, deny", () => {
+  const bytes = b("GET / HTTP/1.1\r\nHost: a.test\r\n\r\n");
+  const longer = parseHttpHead(b("GET / HTTP/1.1\r\nHost: a.test\r\nX: y\r\n\r\n"));
+  assert.equal(longer.kind, "head");
+  const events = new RequestFramingTracker({ firstHead: longer }).push(bytes);
+  assert.deepEqual(events.map((e) => e.type === "invalid" ? e.reason : e.type), ["malformed"]);
+  // Only the first head is taken from the caller: the next one is parsed.
+  const two = b("GET / HTTP/1.1\r\nHost: a.test\r\n\r\nGET / HTTP/1.1\r\nHost: b.test\r\n\r\n");
+  const heads = new RequestFramingTracker({ firstHead: parseHttpHead(two) }).push(two)
+    .flatMap((e) => e.type === "head" ? [e.head.host] : []);
+  assert.deepEqual(heads, ["a.test", "b.test"]);
+});
+
 // The framing scan as it was written first (on strings: the head split into lines, a regular
 // expression for the request line), kept here as the reference the byte scan must agree with.
 const SP = 0x20, HTAB = 0x09, CR = 0x0d, LF = 0x0a;
