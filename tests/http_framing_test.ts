@@ -645,6 +645,12 @@ Deno.test("property: the byte scan of a head gives what the string scan gave, fo
           return m;
         }),
         fc.uint8Array({ maxLength: 64 }),
+        // Real traffic, mutated, up to its first blank line: heads as the tracker cuts them.
+        fc.tuple(trafficArb, mutationArb).map(([t, ms]) => {
+          const bytes = mutate(renderTraffic(t).bytes, ms);
+          const end = latin1(bytes).indexOf("\r\n\r\n");
+          return end < 0 ? bytes : bytes.subarray(0, end + 4);
+        }),
       ),
       fc.nat({ max: 1000 }),
       (bytes, offset) => {
