@@ -4,6 +4,14 @@
  * @module
  */
 
+/** The middle value (the mean of the two middle ones for an even count); NaN for none. */
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
+}
+
 /** Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux). */
 export const CLOCK_TICKS = 100;
 

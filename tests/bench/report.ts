@@ -12,6 +12,7 @@ export type Metric =
   | "bulk1"
   | "bulk8"
   | "rate"
+  | "rateRounds"
   | "cpuConn"
   | "p50"
   | "p99"
@@ -41,6 +42,13 @@ export const METRICS: Record<Metric, MetricInfo> = {
     label: "connection rate (Connection: close)",
     unit: "conn/s",
     better: "higher",
+    target: "haproxy",
+  },
+  rateRounds: {
+    label: "connection rate, rounds alternating with HAProxy (median)",
+    unit: "conn/s",
+    better: "higher",
+    noDirect: true,
     target: "haproxy",
   },
   cpuConn: {

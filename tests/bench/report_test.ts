@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { emptyResults, renderTable, shown, targetCell } from "./report.ts";
-import { parseProcStat, parseStatCpuTicks, parseStatusRssKiB } from "./measure.ts";
+import { median, parseProcStat, parseStatCpuTicks, parseStatusRssKiB } from "./measure.ts";
 import { parseWrk } from "./workloads.ts";
 import { replaceResults } from "./main.ts";
 import { ipv4Only } from "./bench_lab.ts";
@@ -32,6 +32,13 @@ Deno.test("/proc parsers take utime+stime past a command name with spaces, VmRSS
   const p = parseProcStat("cpu  100 5 20 1000 10 1 2 3 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n");
   assert.deepEqual(p, { busy: 131, total: 1141 });
   assert.throws(() => parseProcStat("intr 1 2 3\n"), /no aggregate cpu line/);
+});
+
+Deno.test("median is the middle value, or the mean of the middle two", () => {
+  assert.equal(median([3, 1, 2]), 2);
+  assert.equal(median([4, 1, 3, 2]), 2.5);
+  assert.equal(median([7]), 7);
+  assert.ok(Number.isNaN(median([])));
 });
 
 Deno.test("quantile is the nearest rank", () => {
@@ -86,6 +93,12 @@ Deno.test("the table shows ratios to direct, added latency, and targets against 
   assert.match(
     table,
     /\| latency p99 added over direct \| TLS \| ms \| \(10\.0 abs\.\) \| 40\.0 \| -2\.00 \| 2\.00 \| \+42\.0 ms \|/,
+  );
+  // The alternating rounds compare with HAProxy alone: no direct, no Squid.
+  r.rateRounds.http = { "proxy-please": { value: 950 }, haproxy: { value: 1000 } };
+  assert.match(
+    renderTable(r),
+    /\| connection rate, rounds alternating with HAProxy \(median\) \| HTTP \| conn\/s \| n\/a \| 950 \| 1000 \| — \| 0\.95× \| missed vs HAProxy \|/,
   );
   // Rows with nothing measured stay readable.
   assert.match(
