@@ -600,8 +600,12 @@ export function parseRequestHead(
   let chunked = false;
   let sawTe = false;
   let upgrade = false;
-  for (let start = requestEnd + 2; start <= end && requestEnd < end; start += 2) {
+  // The header lines, each up to its CR; none when the request line runs to `end`.
+  let next = requestEnd + 2;
+  while (next <= end) {
+    const start = next;
     const stop = lineEnd(bytes, start, end);
+    next = stop + 2;
     const c0 = bytes[start];
     if (start < stop && (c0 === SP || c0 === HTAB)) return { reason: "obs_fold" };
     let colon = start;
@@ -609,7 +613,6 @@ export function parseRequestHead(
     if (colon === stop || colon === start) return { reason: "bad_header" };
     for (let j = start; j < colon; j++) if (!TCHAR[bytes[j]]) return { reason: "bad_header" };
     const field = fieldIndex(bytes, start, colon);
-    start = stop;
     if (field < 0) continue;
     // Optional whitespace is SP and HTAB only (String.trim would also take latin1's NBSP).
     let from = colon + 1, to = stop;
