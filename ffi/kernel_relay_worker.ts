@@ -761,7 +761,7 @@ function relay(
   if (first.length > 0) {
     if (check === undefined) r.up.pending = first; // the connection's own copy
     else {
-      const step = checkClient(r, first, false, g.head);
+      const step = checkClient(r, first, false, g.head ?? undefined);
       queue(r.up, step.out, true);
       afterStep(r, step);
     }
@@ -821,7 +821,7 @@ function checkClient(
   r: Relayed,
   chunk: Uint8Array,
   afterFirst = true,
-  firstHead: HttpHeadResult | null = null,
+  firstHead?: HttpHeadResult,
 ): CheckStep {
   const checker = r.checker ?? checkerFor(r, r.check!.pinnedName, afterFirst, firstHead);
   r.checker = checker;
@@ -838,7 +838,7 @@ function checkerFor(
   r: Relayed,
   pinnedName: string | null,
   afterFirst: boolean,
-  firstHead: HttpHeadResult | null,
+  firstHead: HttpHeadResult | undefined,
 ): RequestChecker {
   const send = (event: RequestEvent) => report({ kind: "event", id: r.id, event });
   return new RequestChecker(
@@ -852,7 +852,7 @@ function checkerFor(
       audited: (reason, host) => send({ kind: "audited", reason, host }),
     },
     afterFirst,
-    firstHead ?? undefined,
+    firstHead,
   );
 }
 

@@ -75,6 +75,7 @@ import {
   type HttpHeadReason,
   type HttpHeadResult,
   MAX_HEAD_BYTES,
+  nameIs,
   parseHttpHead,
   TCHAR,
 } from "./http_head.ts";
@@ -721,19 +722,10 @@ function isDigit(b: number): boolean {
 /** The header fields whose values the framing scan reads; every other one is only checked. */
 const FIELD_NAMES = ["host", "content-length", "transfer-encoding", "upgrade"] as const;
 
-/** Which of FIELD_NAMES the name `bytes[start, end)` is, in any case; -1 for none. */
+/** Which of FIELD_NAMES the tchar name `bytes[start, end)` is, in any case; -1 for none. */
 function fieldIndex(bytes: Uint8Array, start: number, end: number): number {
-  const length = end - start;
   for (let f = 0; f < FIELD_NAMES.length; f++) {
-    const name = FIELD_NAMES[f];
-    if (name.length !== length) continue;
-    let j = 0;
-    while (j < length) {
-      const b = bytes[start + j];
-      if ((b >= 0x41 && b <= 0x5a ? b | 0x20 : b) !== name.charCodeAt(j)) break;
-      j++;
-    }
-    if (j === length) return f;
+    if (nameIs(bytes, start, end, FIELD_NAMES[f])) return f;
   }
   return -1;
 }

@@ -78,7 +78,11 @@ const REG_NAME: Uint8Array = (() => {
 const VERSIONS = ["HTTP/1.0", "HTTP/1.1", "HTTP/2.0"] as const;
 
 /** Compare a header name to a lower-case ASCII name (letters and '-' only), case-insensitively. */
-function nameIs(b: Uint8Array, start: number, end: number, lower: string): boolean {
+/**
+ * Whether the header name `b[start, end)`, already checked to be tchar, is `lower` in any case.
+ * Shared with the framing scan.
+ */
+export function nameIs(b: Uint8Array, start: number, end: number, lower: string): boolean {
   if (end - start !== lower.length) return false;
   // Names were checked to be tchar, so OR-ing 0x20 folds case and aliases nothing.
   for (let i = 0; i < lower.length; i++) {
