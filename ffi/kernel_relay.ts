@@ -142,6 +142,15 @@ export interface Decided {
   fields: EventFields;
 }
 
+/** What {@link KernelRelay} keeps of a {@link Decided} connection until its end. */
+export type KeptDecision = Pick<Decided, "listenId" | "accepted" | "fields">;
+
+/**
+ * How many distinct texts the kept records share before the table starts over: enough for the
+ * names and destinations in use, bounded whatever the traffic.
+ */
+const SHARED_TEXTS = 4096;
+
 /** Where the thread's news about one listener goes. */
 export interface ListenerHandlers {
   /**
@@ -152,9 +161,9 @@ export interface ListenerHandlers {
   /** A connection the thread allowed by itself, and is relaying. */
   decided(decided: Decided): void;
   /** HTTP: a later request on such a connection was refused, or let through in audit mode. */
-  decidedEvent(decided: Decided, event: RequestEvent): void;
+  decidedEvent(decided: KeptDecision, event: RequestEvent): void;
   /** Such a connection ended. */
-  decidedEnd(decided: Decided, result: KernelRelayResult): void;
+  decidedEnd(decided: KeptDecision, result: KernelRelayResult): void;
   /** A connection refused at the door by the limits (closed at once). */
   refused(source: string, reason: Refusal): void;
   /** accept() failed (e.g. out of descriptors); the listener pauses for a moment. */
@@ -257,7 +266,9 @@ export class KernelRelay {
    * Connections the thread allowed by itself, until they end: kept here, not sent again with
    * each of their reports, so each crosses between the threads once.
    */
-  readonly #decided = new Map<number, Decided>();
+  readonly #decided = new Map<number, KeptDecision>();
+  /** One copy of each recurring text in {@link #decided}'s records (see {@link #keep}). */
+  readonly #texts = new Map<string, string>();
   readonly #listeners = new Map<number, ListenerHandlers>();
   #outbox: RelayCommand[] = [];
   #nextListenId = 1;
@@ -598,7 +609,7 @@ export class KernelRelay {
         return;
       }
       case "decided":
-        this.#decided.set(report.decided.id, report.decided);
+        this.#decided.set(report.decided.id, this.#keep(report.decided));
         return this.#listeners.get(report.decided.listenId)?.decided(report.decided);
       case "refused":
         return this.#listeners.get(report.listenId)?.refused(report.source, report.reason);
@@ -618,6 +629,30 @@ export class KernelRelay {
       case "stopped":
         return this.#onStopped?.();
     }
+  }
+
+  /**
+   * The part of a decided connection kept until its end, which is most of what an idle
+   * connection costs this thread: the structured clone made a new string of every field, so the
+   * recurring ones (event, protocol, destination, name) are swapped for one shared copy.
+   */
+  #keep({ listenId, accepted, fields }: Decided): KeptDecision {
+    fields.event = this.#share(fields.event);
+    fields.proto = this.#share(fields.proto);
+    fields.dst = this.#share(fields.dst);
+    if (fields.host !== undefined) fields.host = this.#share(fields.host);
+    if (fields.sni !== undefined) fields.sni = this.#share(fields.sni);
+    if (fields.alpn !== undefined) fields.alpn = this.#share(fields.alpn);
+    if (fields.connect !== undefined) fields.connect = this.#share(fields.connect);
+    return { listenId, accepted, fields };
+  }
+
+  #share<T extends string>(text: T): T {
+    const known = this.#texts.get(text);
+    if (known !== undefined) return known as T;
+    if (this.#texts.size >= SHARED_TEXTS) this.#texts.clear();
+    this.#texts.set(text, text);
+    return text;
   }
 
   /** A relayed connection ended: its promise settles, or its handler hears of it. */

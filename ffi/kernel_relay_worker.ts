@@ -32,7 +32,6 @@ import {
   encodeSockaddrIn,
   encodeSockaddrIn6,
   SOCKADDR_STORAGE_SIZE,
-  type SocketAddress,
 } from "./sockaddr.ts";
 import { socketAddressOf } from "./conn_fd.ts";
 import { openLibc } from "./libc.ts";
@@ -185,19 +184,26 @@ interface Relayed {
   connectDeadline: number;
   connectStarted: number;
   connected: boolean;
-  /** Milliseconds the upstream connect took. */
-  connectMs?: number;
-  /** The upstream socket's local endpoint once connected (null if unknown). */
-  local: SocketAddress | null;
+  /** Milliseconds the upstream connect took (-1 until connected). */
+  connectMs: number;
+  /** The upstream socket's local port once connected (0 if unknown), for the loop check. */
+  localPort: number;
+  /** Its local address (shared with other connections: see {@link rememberUpstreamEnd}). */
+  localAddress: string;
   up: Direction;
   down: Direction;
   lastActivity: number;
   idleTimeoutMs: number;
-  /** Current epoll interest of the client (index 0) and upstream (index 1) sockets. */
-  interest: [number, number];
+  /**
+   * Current epoll interest of the client and upstream sockets (two fields, not an array: an
+   * idle connection's record is most of what it costs).
+   */
+  clientInterest: number;
+  upstreamInterest: number;
   proto: PlaneProto;
-  /** HTTP: the checks every request on the connection goes through. */
-  check: RelayCheck;
+  /** HTTP: every request on the connection goes through the checks, for this pinned name. */
+  checks: boolean;
+  pinnedName: string | null;
   /** HTTP: the checker, while a request is under way (null between requests: see `checkClient`). */
   checker: RequestChecker | null;
   /** HTTP: after the server's last byte, this goes to the client (a refusal). */
@@ -238,11 +244,13 @@ const optionLength = new Uint32Array(1);
 const owners = new Map<number, Listening | Greeted | Relayed | Lingering>();
 const listeners = new Map<number, Listening>();
 /**
- * Local endpoints of this thread's upstream sockets, as port → addresses: a connection accepted
- * from one of them is the proxy's own upstream redirected back to it (a routing loop). Keyed by
- * port so that the check on every accept builds no text.
+ * Local endpoints of this thread's upstream sockets, as port → address (or addresses, rarely
+ * more than one): a connection accepted from one of them is the proxy's own upstream redirected
+ * back to it (a routing loop). Keyed by port so that the check on every accept builds no text.
  */
-const upstreamEnds = new Map<number, string[]>();
+const upstreamEnds = new Map<number, string | string[]>();
+/** The last upstream local address seen: connections share one copy of that text. */
+let lastLocalAddress = "";
 const greeted = new Map<number, Greeted>();
 const relayed = new Map<number, Relayed>();
 const lingering = new Set<Lingering>();
@@ -488,7 +496,8 @@ function acceptFrom(l: Listening, now: number): void {
       report({ kind: "refused", listenId: l.listenId, source, reason: refusal });
       continue;
     }
-    const loop = upstreamEnds.get(peer.port)?.includes(source) ?? false;
+    const ends = upstreamEnds.get(peer.port);
+    const loop = ends === source || (Array.isArray(ends) && ends.includes(source));
     greet(l, fd, source, peer.port, loop, now);
   }
 }
@@ -744,14 +753,18 @@ function relay(
     connectDeadline: now + deadlines.connectTimeoutMs,
     connectStarted: now,
     connected: false,
-    local: null,
+    connectMs: -1,
+    localPort: 0,
+    localAddress: "",
     up: { src: g.fd, dst: -1, pending: null, done: false, shut: false, bytes: first.length },
     down: { src: -1, dst: g.fd, pending: null, done: false, shut: false, bytes: 0 },
     lastActivity: now,
     idleTimeoutMs: deadlines.idleTimeoutMs,
-    interest: [0, 0],
+    clientInterest: 0,
+    upstreamInterest: 0,
     proto: g.proto,
-    check,
+    checks: check !== undefined,
+    pinnedName: check?.pinnedName ?? null,
     checker: null,
     finalResponse: null,
     stopped: false,
@@ -759,7 +772,7 @@ function relay(
   // The first flight goes through the checks too: its body is framed, and requests
   // pipelined behind it are checked like any later one. Nothing is written before connect.
   if (first.length > 0) {
-    if (check === undefined) r.up.pending = first; // the connection's own copy
+    if (!r.checks) r.up.pending = first; // the connection's own copy
     else {
       const step = checkClient(r, first, false, g.head ?? undefined);
       queue(r.up, step.out, true);
@@ -794,7 +807,7 @@ function relay(
     const failed = n < 0 ? readErrno() : EAGAIN;
     if (failed !== EAGAIN && failed !== EINTR) return finish(r, `connect_${errnoName(failed)}`);
   }
-  if (!want(r, 1, EPOLLOUT)) finish(r, `connect_${errnoName(readErrno())}`);
+  if (!want(r, true, EPOLLOUT)) finish(r, `connect_${errnoName(readErrno())}`);
 }
 
 /** The upstream is connected (`sure`: a write already went through, no need to ask). */
@@ -803,8 +816,7 @@ function connected(r: Relayed, now: number, sure = false): void {
   if (error !== "OK") return finish(r, `connect_${error}`);
   r.connected = true;
   r.lastActivity = now;
-  r.local = localEndpoint(r.upstream);
-  if (r.local !== null) rememberUpstreamEnd(r.local);
+  rememberUpstreamEnd(r);
   r.connectMs = now - r.connectStarted;
   // The first flight goes out at once: a fresh socket has room, no need to wait for epoll.
   if (r.up.pending !== null && !flush(r, r.up)) return;
@@ -823,7 +835,7 @@ function checkClient(
   afterFirst = true,
   firstHead?: HttpHeadResult,
 ): CheckStep {
-  const checker = r.checker ?? checkerFor(r, r.check!.pinnedName, afterFirst, firstHead);
+  const checker = r.checker ?? checkerFor(r, r.pinnedName, afterFirst, firstHead);
   r.checker = checker;
   const step = checker.push(chunk);
   if (step.next === "more" && checker.idle) r.checker = null;
@@ -928,24 +940,31 @@ function settleDirection(r: Relayed, d: Direction): void {
   s.shutdown(d.dst, SHUT_WR);
 }
 
-/** The socket's local endpoint, for the proxy's loop check; null if unknown. */
-function localEndpoint(fd: number): SocketAddress | null {
-  const local = socketAddressOf(libc, fd, "getsockname");
-  return local.ok ? local.address : null;
+/** Notes the relay's upstream local endpoint for the loop check (none if it is unknown). */
+function rememberUpstreamEnd(r: Relayed): void {
+  const local = socketAddressOf(libc, r.upstream, "getsockname");
+  if (!local.ok) return;
+  const { address, port } = local.address;
+  // Nearly every upstream leaves from the same address or two: one copy of it, not one each.
+  if (address !== lastLocalAddress) lastLocalAddress = address;
+  r.localAddress = lastLocalAddress;
+  r.localPort = port;
+  const ends = upstreamEnds.get(port);
+  if (ends === undefined) upstreamEnds.set(port, lastLocalAddress);
+  else if (typeof ends === "string") upstreamEnds.set(port, [ends, lastLocalAddress]);
+  else ends.push(lastLocalAddress);
 }
 
-function rememberUpstreamEnd(local: SocketAddress): void {
-  const addresses = upstreamEnds.get(local.port);
-  if (addresses === undefined) upstreamEnds.set(local.port, [local.address]);
-  else addresses.push(local.address);
-}
-
-function forgetUpstreamEnd(local: SocketAddress): void {
-  const addresses = upstreamEnds.get(local.port);
-  if (addresses === undefined) return;
-  const at = addresses.indexOf(local.address);
-  if (at >= 0) addresses.splice(at, 1);
-  if (addresses.length === 0) upstreamEnds.delete(local.port);
+function forgetUpstreamEnd(r: Relayed): void {
+  const ends = upstreamEnds.get(r.localPort);
+  if (ends === undefined) return;
+  if (typeof ends === "string") {
+    if (ends === r.localAddress) upstreamEnds.delete(r.localPort);
+    return;
+  }
+  const at = ends.indexOf(r.localAddress);
+  if (at >= 0) ends.splice(at, 1);
+  if (ends.length === 1) upstreamEnds.set(r.localPort, ends[0]);
 }
 
 /** The socket's pending error (`SO_ERROR`) as an errno name; `OK` when there is none. */
@@ -968,9 +987,9 @@ function finish(r: Relayed, error?: string): void {
     owners.delete(r.upstream);
     s.close(r.upstream);
   }
-  if (r.local !== null) forgetUpstreamEnd(r.local);
+  if (r.localPort !== 0) forgetUpstreamEnd(r);
   if (r.proto === "HTTP" && !r.connected && error?.startsWith("connect_")) {
-    if (r.interest[0] !== 0) ctl(EPOLL_CTL_DEL, r.client, 0);
+    if (r.clientInterest !== 0) ctl(EPOLL_CTL_DEL, r.client, 0);
     startLinger(r.client, r.source, UPSTREAM_UNREACHABLE);
   } else {
     s.close(r.client);
@@ -983,7 +1002,7 @@ function finish(r: Relayed, error?: string): void {
     down: r.down.bytes,
     endedAt: Date.now(),
   };
-  if (r.connectMs !== undefined) message.connectMs = r.connectMs;
+  if (r.connectMs >= 0) message.connectMs = r.connectMs;
   if (error !== undefined) message.error = error;
   report(message);
 }
@@ -999,13 +1018,13 @@ function ctl(op: number, fd: number, mask: number): boolean {
  * Sets one socket's interest. A socket with none is kept out of the epoll set: hang-up and
  * error are reported whatever the interest, and a parked direction would spin on them.
  */
-function want(r: Relayed, which: 0 | 1, mask: number): boolean {
-  const had = r.interest[which];
+function want(r: Relayed, upstream: boolean, mask: number): boolean {
+  const had = upstream ? r.upstreamInterest : r.clientInterest;
   if (had === mask) return true;
-  const fd = which === 0 ? r.client : r.upstream;
   const op = mask === 0 ? EPOLL_CTL_DEL : had === 0 ? EPOLL_CTL_ADD : EPOLL_CTL_MOD;
-  if (!ctl(op, fd, mask)) return false;
-  r.interest[which] = mask;
+  if (!ctl(op, upstream ? r.upstream : r.client, mask)) return false;
+  if (upstream) r.upstreamInterest = mask;
+  else r.clientInterest = mask;
   return true;
 }
 
@@ -1019,7 +1038,9 @@ function update(r: Relayed): void {
   else if (!r.up.done && !r.checker?.holding) client |= EPOLLIN;
   if (r.down.pending !== null) client |= EPOLLOUT;
   else if (!r.down.done) upstream |= EPOLLIN;
-  if (!want(r, 0, client) || !want(r, 1, upstream)) finish(r, `epoll_${errnoName(readErrno())}`);
+  if (!want(r, false, client) || !want(r, true, upstream)) {
+    finish(r, `epoll_${errnoName(readErrno())}`);
+  }
 }
 
 function ready(r: Relayed, fd: number, mask: number, now: number): void {
@@ -1092,7 +1113,7 @@ function pump(r: Relayed, d: Direction): boolean {
       return false;
     }
     d.bytes += n;
-    if (r.check !== undefined && d === r.up) {
+    if (r.checks && d === r.up) {
       const step = checkClient(r, buffer.subarray(0, n));
       if (!send(r, d, step.out)) return false;
       afterStep(r, step);

@@ -9,6 +9,7 @@
 import type {
   Decided,
   Greeting,
+  KeptDecision,
   KernelRelay,
   KernelRelayResult,
   RequestEvent,
@@ -237,7 +238,7 @@ export function handleDecided(decided: Decided, plane: KernelRelay, ctx: Connect
 
 /** A later request on a connection the relay thread allowed: refused, or audited. */
 export function handleDecidedEvent(
-  decided: Decided,
+  decided: KeptDecision,
   event: RequestEvent,
   ctx: ConnectionContext,
 ): void {
@@ -246,7 +247,7 @@ export function handleDecidedEvent(
 
 /** The end of a connection the relay thread allowed: its CLOSED line. */
 export function handleDecidedEnd(
-  decided: Decided,
+  decided: KeptDecision,
   result: KernelRelayResult,
   ctx: ConnectionContext,
 ): void {
