@@ -90,6 +90,13 @@ const EPOLLIN = 0x001;
 const EPOLLOUT = 0x004;
 const EPOLLERR = 0x008;
 const EPOLLHUP = 0x010;
+const EPOLLRDHUP = 0x2000;
+/**
+ * What a relayed socket is read on: with the peer's half-close reported alongside (as HAProxy
+ * asks for it), a short read that empties the socket is known to be its last, and the read
+ * that would only return 0 is saved (one system call and an event per direction).
+ */
+const READABLE = EPOLLIN | EPOLLRDHUP;
 const SHUT_WR = 1;
 const SOL_SOCKET = 1;
 const SO_ERROR = 4;
@@ -1035,9 +1042,9 @@ function want(r: Relayed, upstream: boolean, mask: number): boolean {
 function update(r: Relayed): void {
   let client = 0, upstream = 0;
   if (r.up.pending !== null) upstream |= EPOLLOUT;
-  else if (!r.up.done && !r.checker?.holding) client |= EPOLLIN;
+  else if (!r.up.done && !r.checker?.holding) client |= READABLE;
   if (r.down.pending !== null) client |= EPOLLOUT;
-  else if (!r.down.done) upstream |= EPOLLIN;
+  else if (!r.down.done) upstream |= READABLE;
   if (!want(r, false, client) || !want(r, true, upstream)) {
     finish(r, `epoll_${errnoName(readErrno())}`);
   }
@@ -1071,7 +1078,7 @@ function act(r: Relayed, d: Direction, fd: number, mask: number): number {
     d.src === fd && d.pending === null && !d.done && ((mask & EPOLLIN) !== 0 || failed) &&
     !(d === r.up && r.checker?.holding)
   ) {
-    if (!pump(r, d)) return ENDED;
+    if (!pump(r, d, (mask & EPOLLRDHUP) !== 0)) return ENDED;
     outcome = ACTED;
   }
   return outcome;
@@ -1090,22 +1097,15 @@ function flush(r: Relayed, d: Direction): boolean {
   return true;
 }
 
-/** Reads and forwards until the source would block, parks, or ends; false when ended. */
-function pump(r: Relayed, d: Direction): boolean {
+/**
+ * Reads and forwards until the source would block, parks, or ends; false when ended.
+ * `halfClosed`: the event said the source's peer has shut down its side, so a read that
+ * empties the socket is followed by EOF (TCP delivers the FIN after every byte before it).
+ */
+function pump(r: Relayed, d: Direction, halfClosed: boolean): boolean {
   for (let reads = 0; reads < READS_PER_EVENT; reads++) {
     const n = Number(s.read(d.src, buffer, BigInt(BUFFER_BYTES)));
-    if (n === 0) {
-      // EOF: pass the half-close on (after a refusal's answer, if the checks stopped the
-      // client); the other direction finishes on its own.
-      if (d === r.down) {
-        if (r.checker?.see(null) && !resumeChecks(r)) return false;
-        if (r.finalResponse !== null) queue(d, [r.finalResponse]);
-        r.finalResponse = null;
-      }
-      d.done = true;
-      settleDirection(r, d);
-      return true;
-    }
+    if (n === 0) return sourceEnded(r, d);
     if (n < 0) {
       const errno = readErrno();
       if (errno === EAGAIN || errno === EINTR) return true;
@@ -1118,7 +1118,7 @@ function pump(r: Relayed, d: Direction): boolean {
       if (!send(r, d, step.out)) return false;
       afterStep(r, step);
       if (d.pending !== null || d.done || r.checker?.holding) return true;
-      if (n < BUFFER_BYTES) return true;
+      if (n < BUFFER_BYTES) return halfClosed ? sourceEnded(r, d) : true;
       continue;
     }
     // The start of an answer may settle a switch the client's bytes wait for (a checker is
@@ -1134,9 +1134,24 @@ function pump(r: Relayed, d: Direction): boolean {
       d.pending = buffer.slice(written, n);
       return true;
     }
-    // A short read emptied the socket: asking again would only return EAGAIN.
-    if (n < BUFFER_BYTES) return true;
+    // A short read emptied the socket: asking again would only return EAGAIN (or 0).
+    if (n < BUFFER_BYTES) return halfClosed ? sourceEnded(r, d) : true;
   }
+  return true;
+}
+
+/**
+ * The source's EOF: the half-close is passed on (after a refusal's answer, if the checks
+ * stopped the client); the other direction finishes on its own. False when the relay ended.
+ */
+function sourceEnded(r: Relayed, d: Direction): boolean {
+  if (d === r.down) {
+    if (r.checker?.see(null) && !resumeChecks(r)) return false;
+    if (r.finalResponse !== null) queue(d, [r.finalResponse]);
+    r.finalResponse = null;
+  }
+  d.done = true;
+  settleDirection(r, d);
   return true;
 }
 

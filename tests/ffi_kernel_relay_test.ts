@@ -8,6 +8,7 @@ import {
   type PlaneProto,
   type PlaneSettings,
 } from "../ffi/kernel_relay.ts";
+import { fdSymbolOf, rawFdOf } from "../ffi/conn_fd.ts";
 import { openLibc } from "../ffi/libc.ts";
 import { Admission, type Refusal } from "../src/admission.ts";
 import { parseAllowlist } from "../src/allowlist.ts";
@@ -74,6 +75,23 @@ function helloOf(g: Greeting) {
   const hello = g.read.hello;
   assert.equal(hello.kind, "hello");
   return hello as Extract<typeof hello, { kind: "hello" }>;
+}
+
+/** Sets `TCP_CORK` on a Deno connection (through its raw fd): writes wait for a full segment. */
+function cork(conn: Deno.Conn, on: boolean): void {
+  const symbol = fdSymbolOf(conn);
+  const fd = symbol === undefined ? undefined : rawFdOf(conn, symbol);
+  assert.ok(fd !== undefined, "the connection's fd");
+  const lib = Deno.dlopen(libcPath, {
+    setsockopt: { parameters: ["i32", "i32", "i32", "buffer", "u32"], result: "i32" },
+  });
+  try {
+    const IPPROTO_TCP = 6, TCP_CORK = 3;
+    const value = new Uint8Array(new Int32Array([on ? 1 : 0]).buffer);
+    assert.equal(lib.symbols.setsockopt(fd, IPPROTO_TCP, TCP_CORK, value, 4), 0, "TCP_CORK");
+  } finally {
+    lib.close();
+  }
 }
 
 /** The relay thread serving one loopback listener, with what it reported. */
@@ -246,6 +264,30 @@ Deno.test("relay thread, TLS: after the client's FIN the answer still flows (hal
     await server.closeWrite();
     assert.equal(await sha256(await readAll(client)), await sha256(answer));
     assert.equal((await done).error, undefined);
+    client.close();
+    server.close();
+  }));
+
+Deno.test("relay thread, TLS: an answer sent with the server's FIN arrives whole, and the client's bytes still flow after it", () =>
+  withPlane(async (plane) => {
+    const request = new TextEncoder().encode("request");
+    const { client, server, done } = await setUp(plane, request);
+    assert.equal(new TextDecoder().decode(await readExactly(server, request.length)), "request");
+    // Corked, the answer leaves with the FIN in one segment: the thread sees the bytes and the
+    // half-close in one event, and its short read is the last one.
+    const answer = random(3000);
+    cork(server, true);
+    await writeAll(server, answer);
+    await server.closeWrite();
+    assert.equal(await sha256(await readAll(client)), await sha256(answer));
+    const more = random(1 << 20);
+    await writeAll(client, more);
+    await client.closeWrite();
+    assert.equal(await sha256(await readAll(server)), await sha256(more));
+    const result = await done;
+    assert.equal(result.error, undefined);
+    assert.equal(result.up, request.length + more.length);
+    assert.equal(result.down, answer.length);
     client.close();
     server.close();
   }));
