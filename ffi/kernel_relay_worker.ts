@@ -623,7 +623,7 @@ function sendGreeting(g: Greeted, read: Greeting["read"]): void {
   if (known === null) return;
   g.known = null;
   const quick = read.ok && policy.quick !== null
-    ? quickVerdict({ ...known, read }, policy.quick, (name) => dnsCopy.addresses(name, Date.now()))
+    ? quickVerdict({ ...known, read }, policy.quick, (name) => dnsCopy.usable(name, Date.now()))
     : null;
   if (quick === null) return report({ kind: "greeting", greeting: { ...known, read } });
   const { id, listenId, accepted } = known;

@@ -22,9 +22,13 @@ export interface Endpoint {
   port: number;
 }
 
-/** What the resolver said about the allowed hostname; `null` when no lookup was made. */
+/**
+ * What the resolver said about the allowed hostname; `null` when no lookup was made.
+ * `usable`: the addresses are already what {@link usableAddresses} keeps of the answers (the
+ * relay thread's DNS copy vets them once when it learns them), so they are not vetted again.
+ */
 export type Resolution =
-  | { ok: true; addresses: string[] }
+  | { ok: true; addresses: string[]; usable?: boolean }
   | { ok: false; reason: string }
   | null;
 
@@ -64,7 +68,11 @@ export function decideDestination(
   resolved: Resolution,
 ): PinDecision {
   const originalCanonical = canonicalIp(original.address);
-  const usable = resolved?.ok ? usableAddresses(resolved.addresses) : [];
+  const usable = !resolved?.ok
+    ? []
+    : resolved.usable
+    ? resolved.addresses
+    : usableAddresses(resolved.addresses);
   const matches = originalCanonical !== null && usable.includes(originalCanonical);
 
   if (mode === "off") {
@@ -96,7 +104,7 @@ export function decideDestination(
 }
 
 /** Canonical, de-duplicated answers that are safe to connect to, in answer order. */
-function usableAddresses(addresses: readonly string[]): string[] {
+export function usableAddresses(addresses: readonly string[]): string[] {
   const out: string[] = [];
   for (const a of addresses) {
     const c = canonicalIp(a);

@@ -9,6 +9,8 @@
  * @module
  */
 
+import { usableAddresses } from "./destination_pin.ts";
+
 /** One name's answers as the cache holds them, for {@link DnsCopy.learn}. */
 export interface DnsSnapshot {
   /** The cache key (see {@link dnsKey}). */
@@ -33,9 +35,15 @@ export const DNS_MAX_NAMES = 4096;
 /** Most addresses kept per name: the cache's default, and a copy's. */
 export const DNS_MAX_ADDRESSES = 64;
 
+/** A name's snapshot, with each answer's usable form (see {@link DnsCopy.usable}). */
+interface Entry extends DnsSnapshot {
+  /** Per answer: its canonical text if it is safe to connect to, else null. */
+  vetted: (string | null)[];
+}
+
 /** See the module doc. */
 export class DnsCopy {
-  readonly #entries = new Map<string, DnsSnapshot>();
+  readonly #entries = new Map<string, Entry>();
   readonly #maxNames: number;
 
   /** An empty copy holding at most `maxNames` names. */
@@ -53,11 +61,9 @@ export class DnsCopy {
     const key = dnsKey(snapshot.name);
     if (key === null || key !== snapshot.name) return;
     this.#entries.delete(key);
-    this.#entries.set(key, {
-      name: key,
-      freshUntil: snapshot.freshUntil,
-      addresses: snapshot.addresses.slice(0, DNS_MAX_ADDRESSES),
-    });
+    const addresses = snapshot.addresses.slice(0, DNS_MAX_ADDRESSES);
+    const vetted = addresses.map(([address]) => usableAddresses([address])[0] ?? null);
+    this.#entries.set(key, { name: key, freshUntil: snapshot.freshUntil, addresses, vetted });
     while (this.#entries.size > this.#maxNames) {
       this.#entries.delete(this.#entries.keys().next().value as string);
     }
@@ -68,6 +74,34 @@ export class DnsCopy {
    * null when it would ask (the name is not held, or no longer fresh).
    */
   addresses(name: string, now: number): string[] | null {
+    const entry = this.#fresh(name, now);
+    if (entry === null) return null;
+    const live: string[] = [];
+    for (const [address, expires] of entry.addresses) if (expires > now) live.push(address);
+    return live.length > 0 ? live : null;
+  }
+
+  /**
+   * What `destination_pin.ts`'s `usableAddresses` keeps of {@link addresses} (canonical, safe,
+   * de-duplicated, in order; possibly none), or null when that is null. Each answer was vetted
+   * once when it was learned: a connection costs no address parsing.
+   */
+  usable(name: string, now: number): string[] | null {
+    const entry = this.#fresh(name, now);
+    if (entry === null) return null;
+    let live = false;
+    const out: string[] = [];
+    for (let i = 0; i < entry.addresses.length; i++) {
+      if (entry.addresses[i][1] <= now) continue;
+      live = true;
+      const address = entry.vetted[i];
+      if (address !== null && !out.includes(address)) out.push(address);
+    }
+    return live ? out : null;
+  }
+
+  /** The entry for `name` while fresh at `now` (a stale one is dropped). */
+  #fresh(name: string, now: number): Entry | null {
     const key = dnsKey(name);
     if (key === null) return null;
     const entry = this.#entries.get(key);
@@ -76,9 +110,7 @@ export class DnsCopy {
       this.#entries.delete(key);
       return null;
     }
-    const live: string[] = [];
-    for (const [address, expires] of entry.addresses) if (expires > now) live.push(address);
-    return live.length > 0 ? live : null;
+    return entry;
   }
 
   /** Forgets every name. */

@@ -109,14 +109,15 @@ export interface QuickAllow {
 
 /**
  * The decision on a connection when it is a plain allow: redirected, not a loop, allowed by
- * the policy for its source, and (unless `DST_POLICY=off`) its name's addresses known to
- * `addresses` so pinning can be decided. Null in every other case, which the main thread then
- * decides in full: null never allows anything.
+ * the policy for its source, and (unless `DST_POLICY=off`) its name's usable addresses known
+ * to `usable` (as `destination_pin.ts`'s `usableAddresses` keeps them: canonical, safe,
+ * de-duplicated) so pinning can be decided. Null in every other case, which the main thread
+ * then decides in full: null never allows anything.
  */
 export function quickVerdict(
   input: QuickInput,
   policy: QuickPolicy,
-  addresses: (name: string) => string[] | null,
+  usable: (name: string) => string[] | null,
 ): QuickAllow | null {
   const { origin } = input;
   if (!origin.ok || !origin.redirected || input.loop) return null;
@@ -132,9 +133,13 @@ export function quickVerdict(
   const { verdict, ech } = decideFirst(input.read, allowlist, fields);
   if (!verdict.allowed || (ech && policy.echDeny)) return null;
   if (policy.dstPolicy === "off") return { connectTo: destination, name: verdict.name, fields };
-  const known = addresses(verdict.name);
+  const known = usable(verdict.name);
   if (known === null) return null;
-  const pinned = decideDestination(policy.dstPolicy, destination, { ok: true, addresses: known });
+  const pinned = decideDestination(policy.dstPolicy, destination, {
+    ok: true,
+    addresses: known,
+    usable: true,
+  });
   if (!pinned.ok) return null;
   if (pinned.mismatch) {
     fields.connect = formatEndpoint(pinned.connectTo.address, pinned.connectTo.port);

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { decideDestination } from "../src/destination_pin.ts";
+import { decideDestination, usableAddresses } from "../src/destination_pin.ts";
 import { canonicalIp, isUnsafeAddress } from "../src/ip_address.ts";
 
 const dst = (address: string, port = 443) => ({ address, port });
@@ -140,5 +140,31 @@ Deno.test("decideDestination never throws and pin always connects to a usable an
         if (mode === "strict") assert.equal(d.mismatch, false);
       },
     ),
+  );
+});
+
+Deno.test("answers already vetted (usable: true, as the relay thread's DNS copy hands them) decide exactly as raw answers", () => {
+  const addr = fc.oneof(
+    fc.ipV4(),
+    fc.ipV6(),
+    fc.constantFrom("127.0.0.1", "::1", "::ffff:198.19.0.10", "2001:DB8::0:10", "junk", ""),
+  );
+  fc.assert(
+    fc.property(
+      fc.constantFrom("pin" as const, "strict" as const, "off" as const),
+      addr,
+      fc.integer({ min: 1, max: 65535 }),
+      fc.array(addr, { maxLength: 6 }),
+      (mode, original, port, answers) => {
+        const raw = decideDestination(mode, { address: original, port }, ok(...answers));
+        const vetted = decideDestination(mode, { address: original, port }, {
+          ok: true,
+          addresses: usableAddresses(answers),
+          usable: true,
+        });
+        assert.deepEqual(vetted, raw);
+      },
+    ),
+    { numRuns: 500 },
   );
 });

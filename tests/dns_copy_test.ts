@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import fc from "fast-check";
 import { type DnsAnswer, DnsCache, type ResolveFn } from "../src/dns_cache.ts";
 import { DnsCopy, type DnsSnapshot } from "../src/dns_copy.ts";
+import { usableAddresses } from "../src/destination_pin.ts";
 
 const T0 = 1_000_000;
 
@@ -107,5 +108,33 @@ Deno.test("DNS copy: never answers what the cache would not (property)", async (
       }
     }),
     { numRuns: 300 },
+  );
+});
+
+Deno.test("DNS copy: usable answers are what pinning keeps of the answers, vetted once (property)", () => {
+  const address = fc.oneof(
+    fc.constantFrom("198.19.0.1", "198.19.0.2", "2001:db8::1"),
+    fc.constantFrom("127.0.0.1", "::1", "0.0.0.0", "::ffff:198.19.0.1", "2001:DB8:0::1", "junk"),
+    fc.ipV4(),
+    fc.ipV6(),
+  );
+  fc.assert(
+    fc.property(
+      fc.array(fc.tuple(address, fc.integer({ min: 0, max: 20 })), { maxLength: 8 }),
+      fc.integer({ min: 0, max: 25 }),
+      fc.integer({ min: 0, max: 25 }),
+      (answers, freshFor, at) => {
+        const copy = new DnsCopy();
+        copy.learn(snapshot(
+          "x.test",
+          T0 + freshFor * 1_000,
+          answers.map(([a, ttl]): [string, number] => [a, T0 + ttl * 1_000]),
+        ));
+        const now = T0 + at * 1_000;
+        const all = copy.addresses("x.test", now);
+        assert.deepEqual(copy.usable("x.test", now), all === null ? null : usableAddresses(all));
+      },
+    ),
+    { numRuns: 500 },
   );
 });
