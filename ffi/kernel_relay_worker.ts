@@ -247,8 +247,12 @@ const peerLengthBytes = new Uint8Array(peerLength.buffer);
 const optionValue = new Int32Array(1);
 const optionBytes = new Uint8Array(optionValue.buffer);
 const optionLength = new Uint32Array(1);
-/** fd → what it belongs to. */
-const owners = new Map<number, Listening | Greeted | Relayed | Lingering>();
+/**
+ * fd → what it belongs to. An array, not a map: descriptors are small and dense (the kernel
+ * hands out the lowest free one), and a map entry per socket was a tenth of what an idle
+ * connection cost this thread.
+ */
+const owners: (Listening | Greeted | Relayed | Lingering | undefined)[] = [];
 const listeners = new Map<number, Listening>();
 /**
  * Local endpoints of this thread's upstream sockets, as port → address (or addresses, rarely
@@ -259,7 +263,8 @@ const upstreamEnds = new Map<number, string | string[]>();
 /** The last upstream local address seen: connections share one copy of that text. */
 let lastLocalAddress = "";
 const greeted = new Map<number, Greeted>();
-const relayed = new Map<number, Relayed>();
+/** Relays in progress (each is its client fd's owner: see {@link relays}). */
+let relayCount = 0;
 const lingering = new Set<Lingering>();
 /** The main thread's DNS answers for names it allowed: what the thread may pin to by itself. */
 const dnsCopy = new DnsCopy();
@@ -343,7 +348,7 @@ async function loop(): Promise<void> {
       if (c.kind === "stop") return stop();
       command(c);
     }
-    const open = greeted.size + relayed.size + lingering.size + paused > 0;
+    const open = greeted.size + relayCount + lingering.size + paused > 0;
     // Whatever this turn produced goes out before the thread may block.
     flushReports();
     const wait = outbox.length > 0 ? LATE_REPORT_MS : open ? SWEEP_MS : -1;
@@ -352,7 +357,7 @@ async function loop(): Promise<void> {
       // A bug or a resource limit: end every connection, loudly, and keep serving commands.
       const error = `epoll_${errnoName(readErrno())}`;
       for (const g of [...greeted.values()]) endGreeting(g);
-      for (const r of [...relayed.values()]) finish(r, error);
+      for (const r of relays()) finish(r, error);
       for (const l of [...lingering]) endLinger(l);
     }
     const now = Date.now();
@@ -369,7 +374,7 @@ async function loop(): Promise<void> {
       // client's half-close and end a connection that is about to be relayed). Nothing that
       // acts on an event's error bits can be new within a batch: relays and upstream sockets
       // start between batches (from commands, or in `relayAllowed` below).
-      const owner = owners.get(fd);
+      const owner = owners[fd];
       if (owner === undefined) continue; // ended earlier in this batch
       if (owner.kind === "listen") acceptFrom(owner, now);
       else if (owner.kind === "greet") {
@@ -397,7 +402,7 @@ function command(c: Exclude<RelayCommand, { kind: "stop" }>): void {
         paused: false,
       };
       listeners.set(c.listenId, l);
-      owners.set(c.fd, l);
+      own(c.fd, l);
       if (!ctl(EPOLL_CTL_ADD, c.fd, EPOLLIN)) {
         report({ kind: "accept_error", listenId: c.listenId, error: errnoName(readErrno()) });
       }
@@ -436,12 +441,28 @@ function command(c: Exclude<RelayCommand, { kind: "stop" }>): void {
 function stop(): void {
   for (const l of [...listeners.values()]) unlisten(l);
   for (const g of [...greeted.values()]) endGreeting(g);
-  for (const r of [...relayed.values()]) finish(r, "aborted");
+  for (const r of relays()) finish(r, "aborted");
   for (const l of [...lingering]) endLinger(l);
   s.close(epfd);
   report({ kind: "stopped" });
   flushReports();
   self.close();
+}
+
+/** Makes `owner` the owner of `fd`, growing the table without holes. */
+function own(fd: number, owner: Listening | Greeted | Relayed | Lingering): void {
+  while (owners.length <= fd) owners.push(undefined);
+  owners[fd] = owner;
+}
+
+/** The relays in progress, collected first: ending one changes the table. */
+function relays(): Relayed[] {
+  const out: Relayed[] = [];
+  for (let fd = 0; fd < owners.length; fd++) {
+    const owner = owners[fd];
+    if (owner?.kind === "relay" && owner.client === fd) out.push(owner);
+  }
+  return out;
 }
 
 function sweep(now: number): void {
@@ -454,7 +475,7 @@ function sweep(now: number): void {
   for (const g of [...greeted.values()]) {
     if (!g.waiting && now >= g.deadline) failGreeting(g, "timeout");
   }
-  for (const r of [...relayed.values()]) {
+  for (const r of relays()) {
     if (!r.connected) {
       if (now >= r.connectDeadline) finish(r, "connect_timeout");
     } else if (now - r.lastActivity >= r.idleTimeoutMs) finish(r, "idle_timeout");
@@ -465,7 +486,7 @@ function sweep(now: number): void {
 function unlisten(l: Listening): void {
   if (l.paused) paused--;
   listeners.delete(l.listenId);
-  owners.delete(l.fd);
+  owners[l.fd] = undefined;
   s.close(l.fd);
 }
 
@@ -541,7 +562,7 @@ function greet(
     known: { id, listenId: l.listenId, proto: l.proto, source, port, origin, loop, accepted: now },
   };
   greeted.set(g.id, g);
-  owners.set(fd, g);
+  own(fd, g);
   // The first bytes are often queued by the time the connection is accepted: no wait then.
   readFirst(g);
   if (!greeted.has(g.id) || g.waiting) return;
@@ -653,7 +674,7 @@ function failGreeting(g: Greeted, reason: ReadFailure): void {
 /** Closes a connection that never reached a relay, and counts it out. */
 function endGreeting(g: Greeted): void {
   if (!greeted.delete(g.id)) return;
-  owners.delete(g.fd);
+  owners[g.fd] = undefined;
   s.close(g.fd);
   admission.release(g.source);
 }
@@ -678,7 +699,7 @@ function startLinger(fd: number, source: string, response: Uint8Array): void {
     interest: 0,
   };
   lingering.add(l);
-  owners.set(fd, l);
+  own(fd, l);
   linger(l);
 }
 
@@ -714,7 +735,7 @@ function linger(l: Lingering): void {
 
 function endLinger(l: Lingering): void {
   if (!lingering.delete(l)) return;
-  owners.delete(l.fd);
+  owners[l.fd] = undefined;
   s.close(l.fd);
   admission.release(l.source);
 }
@@ -786,8 +807,8 @@ function relay(
       afterStep(r, step);
     }
   }
-  relayed.set(r.id, r);
-  owners.set(g.fd, r);
+  relayCount++;
+  own(g.fd, r);
   const v6 = to.address.includes(":");
   const sockaddr = v6
     ? encodeSockaddrIn6(to.address, to.port)
@@ -798,7 +819,7 @@ function relay(
   r.upstream = fd;
   r.up.dst = fd;
   r.down.src = fd;
-  owners.set(fd, r);
+  own(fd, r);
   if (s.connect(fd, sockaddr, sockaddr.length) === 0) return connected(r, now, true);
   const errno = readErrno();
   if (errno !== EINPROGRESS) return finish(r, `connect_${errnoName(errno)}`);
@@ -988,10 +1009,12 @@ function socketError(fd: number): string {
  * HTTP client whose upstream could not be reached is answered 502 first.
  */
 function finish(r: Relayed, error?: string): void {
-  if (!relayed.delete(r.id)) return;
-  owners.delete(r.client);
+  // Ended already (a relay is its client fd's owner until it ends).
+  if (owners[r.client] !== r) return;
+  relayCount--;
+  owners[r.client] = undefined;
   if (r.upstream >= 0) {
-    owners.delete(r.upstream);
+    owners[r.upstream] = undefined;
     s.close(r.upstream);
   }
   if (r.localPort !== 0) forgetUpstreamEnd(r);
