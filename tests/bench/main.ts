@@ -17,7 +17,16 @@ import type { Lab } from "../lab/lab.ts";
 import { proxyPleaseEnv, startSystem, type SystemName, SYSTEMS } from "./peers.ts";
 import { type BenchFiles, downBenchLab, upBenchLab } from "./bench_lab.ts";
 import { emptyResults, renderNotes, renderTable, type Results } from "./report.ts";
-import { bulk, connectionRate, type CpuUse, GIB, idleMemory, latency } from "./workloads.ts";
+import {
+  bulk,
+  connectionRate,
+  type CpuUse,
+  type Figure,
+  GIB,
+  idleMemory,
+  latency,
+  type Proto,
+} from "./workloads.ts";
 import { median } from "./measure.ts";
 
 /** Sizes and durations of one run. */
@@ -27,8 +36,11 @@ export interface Plan {
   rateSeconds: number;
   latencyRate: number;
   latencySeconds: number;
-  /** Alternating connection-rate rounds of proxy-please and HAProxy, and each one's length. */
-  rateRounds: number;
+  /**
+   * Rounds alternating proxy-please and HAProxy at the end of the run (connection rate, then
+   * idle memory), and the length of each rate round.
+   */
+  rounds: number;
   roundSeconds: number;
   idleConnections: number;
   systems: SystemName[];
@@ -62,7 +74,7 @@ export function parseArgs(argv: readonly string[]): Plan | { error: string } {
     rateSeconds: quick ? 3 : 10,
     latencyRate: 100,
     latencySeconds: quick ? 3 : 10,
-    rateRounds: 3,
+    rounds: 3,
     roundSeconds: quick ? 2 : 4,
     // The open-files hard limit here is 20,000 (no CAP_SYS_RESOURCE to raise it): a proxy
     // holding N idle connections needs 2N descriptors plus its own.
@@ -154,22 +166,31 @@ async function runSystem(
 }
 
 /**
- * The connection rate again, in rounds alternating proxy-please and HAProxy, each on a fresh
- * process: the load of this shared machine drifts over minutes, and one measurement of each,
- * minutes apart, moved their ratio by 10 % and more between runs of the same code. The median of
- * each system's rounds is its figure; every round is in the notes.
+ * A figure again, in rounds alternating proxy-please and HAProxy, each on a fresh process: the
+ * load of this shared machine drifts over minutes, and one measurement of each, minutes apart,
+ * moved their ratio by 10 % and more between runs of the same code (the connection rate; idle
+ * memory by up to 35 %). The median of each system's rounds is its figure; every round is in the
+ * notes, with `digits` decimals.
  */
-async function alternatingRates(lab: Lab, plan: Plan, results: Results): Promise<void> {
+async function alternating(
+  lab: Lab,
+  plan: Plan,
+  results: Results,
+  metric: "rateRounds" | "idleRounds",
+  what: string,
+  measure: (proto: Proto) => Promise<Figure>,
+  digits: number,
+): Promise<void> {
   const pair = ["proxy-please", "haproxy"] as const;
   for (const proto of ["http", "https"] as const) {
     const rounds: Record<(typeof pair)[number], number[]> = { "proxy-please": [], haproxy: [] };
-    for (let round = 1; round <= plan.rateRounds; round++) {
+    for (let round = 1; round <= plan.rounds; round++) {
       for (const system of pair) {
-        say(`${system} ${proto}: connection rate, round ${round} of ${plan.rateRounds}`);
+        say(`${system} ${proto}: ${what}, round ${round} of ${plan.rounds}`);
         const running = await startSystem(lab, system);
         try {
-          const { rate } = await connectionRate(lab, proto, plan.roundSeconds);
-          if (rate.value !== null) rounds[system].push(rate.value);
+          const figure = await measure(proto);
+          if (figure.value !== null) rounds[system].push(figure.value);
         } finally {
           await running.stop();
         }
@@ -177,10 +198,13 @@ async function alternatingRates(lab: Lab, plan: Plan, results: Results): Promise
     }
     for (const system of pair) {
       const values = rounds[system];
-      const failed = plan.rateRounds - values.length;
-      results.rateRounds[proto][system] = failed > 0
-        ? { value: null, note: `${failed} of ${plan.rateRounds} rounds failed` }
-        : { value: median(values), note: `rounds ${values.map((v) => v.toFixed(0)).join(", ")}` };
+      const failed = plan.rounds - values.length;
+      results[metric][proto][system] = failed > 0
+        ? { value: null, note: `${failed} of ${plan.rounds} rounds failed` }
+        : {
+          value: median(values),
+          note: `rounds ${values.map((v) => v.toFixed(digits)).join(", ")}`,
+        };
     }
   }
 }
@@ -272,7 +296,12 @@ async function main(): Promise<number> {
       await runSystem(lab, files, system, plan, results);
     }
     if (plan.systems.includes("proxy-please") && plan.systems.includes("haproxy")) {
-      await alternatingRates(lab, plan, results);
+      const rate = (proto: Proto) =>
+        connectionRate(lab, proto, plan.roundSeconds).then((r) => r.rate);
+      await alternating(lab, plan, results, "rateRounds", "connection rate", rate, 0);
+      const idle = (proto: Proto) =>
+        idleMemory(lab, proto, plan.idleConnections).then((r) => r.average);
+      await alternating(lab, plan, results, "idleRounds", "idle memory", idle, 2);
     }
   } finally {
     if (!interrupted) await downBenchLab().catch((e) => say(`cleanup failed: ${e}`));

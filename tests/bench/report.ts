@@ -18,6 +18,7 @@ export type Metric =
   | "p99"
   | "idle"
   | "idleMarginal"
+  | "idleRounds"
   | "cpuProxy"
   | "cpuMachine";
 
@@ -84,6 +85,13 @@ export const METRICS: Record<Metric, MetricInfo> = {
     unit: "KiB",
     better: "lower",
     noDirect: true,
+  },
+  idleRounds: {
+    label: "memory per idle connection, rounds alternating with HAProxy (median)",
+    unit: "KiB",
+    better: "lower",
+    noDirect: true,
+    target: "haproxy",
   },
   cpuProxy: {
     label: "CPU per GiB relayed, proxy process",

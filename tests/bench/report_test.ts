@@ -100,6 +100,11 @@ Deno.test("the table shows ratios to direct, added latency, and targets against 
     renderTable(r),
     /\| connection rate, rounds alternating with HAProxy \(median\) \| HTTP \| conn\/s \| n\/a \| 950 \| 1000 \| — \| 0\.95× \| missed vs HAProxy \|/,
   );
+  r.idleRounds.http = { "proxy-please": { value: 1.2 }, haproxy: { value: 1.5 } };
+  assert.match(
+    renderTable(r),
+    /\| memory per idle connection, rounds alternating with HAProxy \(median\) \| HTTP \| KiB \| n\/a \| 1\.20 \| 1\.50 \| — \| 0\.80× \| met vs HAProxy \|/,
+  );
   // Rows with nothing measured stay readable.
   assert.match(
     table,
