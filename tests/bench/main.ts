@@ -299,8 +299,9 @@ async function main(): Promise<number> {
       const rate = (proto: Proto) =>
         connectionRate(lab, proto, plan.roundSeconds).then((r) => r.rate);
       await alternating(lab, plan, results, "rateRounds", "connection rate", rate, 0);
+      // As in the run above: a few requests first, then the idle connections.
       const idle = (proto: Proto) =>
-        idleMemory(lab, proto, plan.idleConnections).then((r) => r.average);
+        warmUp(lab).then(() => idleMemory(lab, proto, plan.idleConnections)).then((r) => r.average);
       await alternating(lab, plan, results, "idleRounds", "idle memory", idle, 2);
     }
   } finally {
