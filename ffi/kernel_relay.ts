@@ -28,6 +28,7 @@ import type { OriginalDstResult } from "./original_dst.ts";
 import type { Admission, AdmissionShare, Refusal } from "../src/admission.ts";
 import type { Allowlist } from "../src/allowlist.ts";
 import type { DnsSnapshot } from "../src/dns_copy.ts";
+import type { Collection } from "../src/idle_collect.ts";
 import type { QuickPolicy } from "../src/first_verdict.ts";
 import type { EventFields } from "../src/log.ts";
 import type { HttpHeadResult } from "../src/http_head.ts";
@@ -217,6 +218,7 @@ export type RelayReport =
     endedAt?: number;
   }
   | { kind: "event"; id: number; event: RequestEvent }
+  | ({ kind: "collected" } & Collection)
   | { kind: "failed"; error: string }
   | { kind: "stopped" };
 
@@ -277,6 +279,7 @@ export class KernelRelay {
   #failure: string | undefined;
   #stopped: Promise<void> | undefined;
   #onStopped: (() => void) | undefined;
+  readonly #onCollected: ((collection: Collection) => void) | undefined;
   /** The eventfd is closed: nothing may be posted any more. */
   #gone = false;
   #onFailed!: (error: string) => void;
@@ -290,14 +293,16 @@ export class KernelRelay {
    * Starts the thread over the libc at `path` (the one `openLibc` found), counting in
    * `admission`, and proves on loopback that it can take a Deno listener, accept, read and
    * relay; rejects with the reason otherwise (then Deno serves every listener itself).
+   * `onCollected` hears of the thread's idle garbage collections.
    */
   static async open(
     path: string,
     admission: Admission,
     settings: PlaneSettings,
     policy: PlanePolicy,
+    onCollected?: (collection: Collection) => void,
   ): Promise<KernelRelay> {
-    const relay = new KernelRelay(path, admission, settings, policy);
+    const relay = new KernelRelay(path, admission, settings, policy, onCollected);
     try {
       await relay.#probe();
     } catch (error) {
@@ -312,7 +317,9 @@ export class KernelRelay {
     admission: Admission,
     settings: PlaneSettings,
     policy: PlanePolicy,
+    onCollected: ((collection: Collection) => void) | undefined,
   ) {
+    this.#onCollected = onCollected;
     this.#lib = Deno.dlopen(path, SYMBOLS);
     const s = this.#lib.symbols;
     this.#libc = openLibc([path]);
@@ -623,6 +630,10 @@ export class KernelRelay {
       case "done": {
         const { id, kind: _, ...result } = report;
         return this.#settle(id, result);
+      }
+      case "collected": {
+        const { kind: _, ...collection } = report;
+        return this.#onCollected?.(collection);
       }
       case "failed":
         return this.#fail(report.error);

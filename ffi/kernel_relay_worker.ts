@@ -45,6 +45,7 @@ import {
   UPSTREAM_UNREACHABLE,
 } from "../src/decision.ts";
 import { DnsCopy } from "../src/dns_copy.ts";
+import { IdleCollector } from "../src/idle_collect.ts";
 import type { Endpoint } from "../src/destination_pin.ts";
 import { quickVerdict } from "../src/first_verdict.ts";
 import { type HttpHeadResult, HttpHeadScanner, MAX_HEAD_BYTES } from "../src/http_head.ts";
@@ -268,6 +269,8 @@ let relayCount = 0;
 const lingering = new Set<Lingering>();
 /** The main thread's DNS answers for names it allowed: what the thread may pin to by itself. */
 const dnsCopy = new DnsCopy();
+/** Collects this thread's garbage once it is quiet (V8's own idle work never runs here). */
+const collector = new IdleCollector();
 /**
  * Connections the thread allowed by itself in this batch of events, relayed once the batch is
  * done: a stale event later in the batch, for an fd number closed and reused within it, must not
@@ -351,7 +354,8 @@ async function loop(): Promise<void> {
     const open = greeted.size + relayCount + lingering.size + paused > 0;
     // Whatever this turn produced goes out before the thread may block.
     flushReports();
-    const wait = outbox.length > 0 ? LATE_REPORT_MS : open ? SWEEP_MS : -1;
+    // With nothing open, the thread blocks for good only once its garbage is collected.
+    const wait = outbox.length > 0 ? LATE_REPORT_MS : open || !collector.settled ? SWEEP_MS : -1;
     const n = s.epoll_wait(epfd, events, MAX_EVENTS, wait);
     if (n < 0 && readErrno() !== EINTR) {
       // A bug or a resource limit: end every connection, loudly, and keep serving commands.
@@ -387,6 +391,8 @@ async function loop(): Promise<void> {
     if (now - lastSweep >= SWEEP_MS) {
       lastSweep = now;
       sweep(now);
+      const collected = collector.sample(now);
+      if (collected !== undefined) report({ kind: "collected", ...collected });
     }
   }
 }

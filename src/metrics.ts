@@ -303,6 +303,9 @@ export type Proto = "http" | "https" | "HTTP" | "HTTPS";
 /** Decision label. */
 export type DecisionLabel = "allowed" | "denied";
 
+/** The threads that collect garbage once quiet: the main thread and the relay thread. */
+export type CollectingThread = "main" | "relay";
+
 /** Options for {@linkcode ProxyMetrics}. */
 export interface ProxyMetricsOptions {
   /** Application version for `proxy_please_build_info`. */
@@ -343,6 +346,7 @@ export class ProxyMetrics {
   readonly #down: CounterChild;
   readonly #connect: Histogram;
   readonly #onThread: CounterChild;
+  readonly #collections: Record<CollectingThread, CounterChild>;
   readonly #reloadOk: CounterChild;
   readonly #reloadError: CounterChild;
   readonly #configHash: Info;
@@ -396,6 +400,14 @@ export class ProxyMetrics {
           "(also counted in proxy_please_connections_total).",
       ),
     ).labels();
+    const collections = r.register(
+      new Counter(
+        "proxy_please_idle_collections_total",
+        "Garbage collections a thread ran once quiet (see src/idle_collect.ts).",
+        ["thread"],
+      ),
+    );
+    this.#collections = { main: collections.labels("main"), relay: collections.labels("relay") };
     const reloads = r.register(
       new Counter("proxy_please_config_reloads_total", "Configuration reloads by result.", [
         "result",
@@ -457,6 +469,11 @@ export class ProxyMetrics {
   /** Counts a connection the relay thread allowed by itself. */
   decidedOnThread(): void {
     this.#onThread.value++;
+  }
+
+  /** Counts a garbage collection `thread` ran once quiet. */
+  idleCollection(thread: CollectingThread): void {
+    this.#collections[thread].value++;
   }
 
   /** Records how long an upstream connect took, in seconds. */

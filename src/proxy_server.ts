@@ -15,7 +15,8 @@ import type { Libc } from "../ffi/libc.ts";
 import { canonicalAddress, formatEndpoint } from "./ip_address.ts";
 import type { Config } from "./config.ts";
 import type { DnsCache } from "./dns_cache.ts";
-import type { ProxyMetrics } from "./metrics.ts";
+import { type Collection, IdleCollector } from "./idle_collect.ts";
+import type { CollectingThread, ProxyMetrics } from "./metrics.ts";
 import {
   type ConnectionContext,
   handleConnection,
@@ -43,6 +44,8 @@ const DRAIN_POLL_MS = 100;
 /** How long to pause an accept loop after an accept error (e.g. out of file descriptors). */
 const ACCEPT_ERROR_PAUSE_MS = 100;
 const LOCAL_ADDRESS_REFRESH_MS = 60_000;
+/** How often the main thread samples its heap for an idle collection. */
+const IDLE_COLLECT_MS = 500;
 
 /** The running proxy: bound listeners, live connection counts and the current config. */
 export class ProxyServer {
@@ -132,6 +135,17 @@ export class ProxyServer {
     if (!this.#accepting) return; // stopped while the thread started
     // Addresses come and go (DHCP, hot-plugged NICs); the loop check follows them.
     const refresh = setInterval(() => this.#refreshLocalAddresses(), LOCAL_ADDRESS_REFRESH_MS);
+    const collector = new IdleCollector();
+    if (!collector.enabled) {
+      log.warn(
+        "V8's gc is not exposed (--v8-flags=--expose-gc): garbage of past connections " +
+          "stays resident until V8 collects it by itself",
+      );
+    }
+    const collect = setInterval(() => {
+      const collection = collector.sample(Date.now());
+      if (collection !== undefined) this.#collected("main", collection);
+    }, IDLE_COLLECT_MS);
     try {
       const loops = this.#listeners.map(({ listener, proto }) => {
         if (this.#servedByKernel(listener, proto)) return stopped;
@@ -147,6 +161,7 @@ export class ProxyServer {
       }
     } finally {
       clearInterval(refresh);
+      clearInterval(collect);
     }
   }
 
@@ -269,6 +284,20 @@ export class ProxyServer {
     logEvent({ event: "DENIED", proto, peer: source, dst: "-", reason });
   }
 
+  /** Counts and logs (at debug level) a thread's idle garbage collection. */
+  #collected(thread: CollectingThread, { before, after, ms }: Collection): void {
+    this.#metrics.idleCollection(thread);
+    log.debug(
+      "{thread} thread collected garbage once quiet: heap {before} -> {after} KiB in {ms} ms",
+      {
+        thread,
+        before: Math.round(before / 1024),
+        after: Math.round(after / 1024),
+        ms: Math.round(ms * 10) / 10,
+      },
+    );
+  }
+
   /** Starts the relay thread; if it cannot start (logged), Deno serves every listener itself. */
   async #openKernel(): Promise<void> {
     try {
@@ -277,6 +306,7 @@ export class ProxyServer {
         this.#admission,
         planeSettings(this.#config),
         this.#planePolicy(this.#config),
+        (collection) => this.#collected("relay", collection),
       );
       if (this.#closed) await kernel.close(); // stopped meanwhile
       else this.#kernel = kernel;

@@ -12,6 +12,8 @@ Deno.test("tasks: start, compile and compile:target run with the same permission
   const flags = runtimeFlags(start);
   assert.ok(flags.some((f) => f.startsWith("--allow-ffi=")), "FFI is scoped, not --allow-all");
   assert.ok(!flags.includes("--allow-all") && !flags.includes("-A"));
+  // The idle collections (src/idle_collect.ts) need V8's gc.
+  assert.ok(flags.some((f) => /^--v8-flags=(.*,)?--expose-gc(,|$)/.test(f)), flags.join(" "));
   assert.deepEqual(runtimeFlags(compile), flags);
   assert.deepEqual(runtimeFlags(target), flags);
 });

@@ -17,7 +17,7 @@ import assert from "node:assert/strict";
 import { clientScript, curl, denoClient } from "../lab/clients.ts";
 import { processAlive, run, sleep } from "../lab/command.ts";
 import { type Lab, upLab } from "../lab/lab.ts";
-import { proxyEntryPoint, ProxyLog } from "../lab/proxy.ts";
+import { proxyEntryPoint, ProxyLog, V8_FLAGS } from "../lab/proxy.ts";
 import { BIG_FILE_BYTES } from "../lab/servers.ts";
 import { LAB_ALLOWED_HOSTS } from "../lab/topology.ts";
 import type { Plan, Report } from "./clients/hardening_conversation.ts";
@@ -121,6 +121,7 @@ class OwnProxy {
         "run",
         "--allow-all",
         "--cached-only",
+        V8_FLAGS,
         entry,
       ],
       clearEnv: true,
