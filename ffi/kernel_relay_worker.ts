@@ -391,7 +391,7 @@ async function loop(): Promise<void> {
     if (now - lastSweep >= SWEEP_MS) {
       lastSweep = now;
       sweep(now);
-      const collected = collector.sample(now);
+      const collected = collector.sample(now, admission.admitted);
       if (collected !== undefined) report({ kind: "collected", ...collected });
     }
   }

@@ -13,6 +13,8 @@
 
 /** Buckets of the per-source table (a power of two). */
 const BUCKETS = 1 << 16;
+/** Where the buckets start in the shared counts (after the totals). */
+const FIRST_BUCKET = 2;
 
 /** Why a connection was refused at the door. */
 export type Refusal = "too_many_connections" | "per_source_limit";
@@ -25,13 +27,18 @@ export interface AdmissionShare {
 
 /** The shared connection counts; {@link Admission.share} hands them to another thread. */
 export class Admission {
-  /** [0]: connections open; [1 + bucket]: connections open from the sources of a bucket. */
+  /**
+   * [0]: connections open; [1]: connections let in since start (wrapping at 2^32); [2 + bucket]:
+   * connections open from the sources of a bucket.
+   */
   readonly #counts: Int32Array;
   readonly #key: number;
 
   /** A new table, or the view of one shared by another thread. */
   constructor(share?: AdmissionShare) {
-    this.#counts = new Int32Array(share?.buffer ?? new SharedArrayBuffer(4 * (1 + BUCKETS)));
+    this.#counts = new Int32Array(
+      share?.buffer ?? new SharedArrayBuffer(4 * (FIRST_BUCKET + BUCKETS)),
+    );
     this.#key = share?.key ?? crypto.getRandomValues(new Uint32Array(1))[0];
   }
 
@@ -46,6 +53,14 @@ export class Admission {
   }
 
   /**
+   * Connections let in since start, on every thread, modulo 2^32: how busy the process is (the
+   * difference of two readings, with `>>> 0`, is exact while fewer than 2^32 came between).
+   */
+  get admitted(): number {
+    return Atomics.load(this.#counts, 1) >>> 0;
+  }
+
+  /**
    * Counts a connection from `source` in, or refuses it: `max` open connections in all, and
    * (when `maxPerSource` > 0) that many from one source. A refused connection is not counted.
    */
@@ -55,18 +70,19 @@ export class Admission {
       Atomics.sub(counts, 0, 1);
       return "too_many_connections";
     }
-    const bucket = 1 + this.#bucket(source);
+    const bucket = FIRST_BUCKET + this.#bucket(source);
     if (Atomics.add(counts, bucket, 1) >= maxPerSource && maxPerSource > 0) {
       Atomics.sub(counts, bucket, 1);
       Atomics.sub(counts, 0, 1);
       return "per_source_limit";
     }
+    Atomics.add(counts, 1, 1);
     return null;
   }
 
   /** Counts out a connection that {@link admit} let in. */
   release(source: string): void {
-    Atomics.sub(this.#counts, 1 + this.#bucket(source), 1);
+    Atomics.sub(this.#counts, FIRST_BUCKET + this.#bucket(source), 1);
     Atomics.sub(this.#counts, 0, 1);
   }
 

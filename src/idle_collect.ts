@@ -15,17 +15,23 @@ export interface IdleCollectOptions {
   growthBytes: number;
   /** Growth between two samples under which the thread counts as quiet. */
   quietBytes: number;
+  /**
+   * Connections let in between two samples (on any thread) up to which it counts as quiet: a
+   * busy heap can look still when a sample falls just after a young-generation collection.
+   */
+  quietConnections: number;
   /** Least time between two collections, whatever the heap does. */
   intervalMs: number;
 }
 
 /**
  * 256 KiB of garbage is a few hundred connections; a collection of a heap holding ten thousand
- * idle ones measured 8-30 ms, paid only once the thread is quiet, at most every 5 s.
+ * idle ones measured 15-30 ms, paid only once the thread is quiet, at most every 5 s.
  */
 export const IDLE_COLLECT_DEFAULTS: IdleCollectOptions = {
   growthBytes: 256 * 1024,
   quietBytes: 64 * 1024,
+  quietConnections: 2,
   intervalMs: 5_000,
 };
 
@@ -45,16 +51,19 @@ export interface HeapSample {
   afterLast: number;
   /** Time since the last collection. */
   sinceLastMs: number;
+  /** Connections let in since the previous sample. */
+  connections: number;
 }
 
 /**
- * Whether to collect now: the heap has grown by `growthBytes` since the last collection, by
- * less than `quietBytes` since the previous sample (a busy thread is left to V8), and the last
- * collection is `intervalMs` old.
+ * Whether to collect now: the heap has grown by `growthBytes` since the last collection, the
+ * thread is quiet (by `quietBytes` and `quietConnections`: a busy one is left to V8), and the
+ * last collection is `intervalMs` old.
  */
 export function shouldCollect(heap: HeapSample, options: IdleCollectOptions): boolean {
   return heap.used - heap.afterLast >= options.growthBytes &&
-    heap.used - heap.previous < options.quietBytes && heap.sinceLastMs >= options.intervalMs;
+    heap.used - heap.previous < options.quietBytes &&
+    heap.connections <= options.quietConnections && heap.sinceLastMs >= options.intervalMs;
 }
 
 /**
@@ -76,6 +85,7 @@ export class IdleCollector {
   #previous: number;
   #afterLast: number;
   #lastAt = -Infinity;
+  #admitted: number | undefined;
   #settled = true;
 
   constructor(
@@ -103,8 +113,11 @@ export class IdleCollector {
     return this.#settled;
   }
 
-  /** Samples the heap at time `now` (ms) and collects if {@link shouldCollect} says so. */
-  sample(now: number): Collection | undefined {
+  /**
+   * Samples the heap at time `now` (ms), with `admitted` the connections let in since start
+   * (`Admission.admitted`), and collects if {@link shouldCollect} says so.
+   */
+  sample(now: number, admitted: number): Collection | undefined {
     if (this.#gc === undefined) return undefined;
     const used = this.#heapUsed();
     const heap = {
@@ -112,8 +125,11 @@ export class IdleCollector {
       previous: this.#previous,
       afterLast: this.#afterLast,
       sinceLastMs: now - this.#lastAt,
+      // Unknown before a first reading: counted as busy.
+      connections: this.#admitted === undefined ? Infinity : (admitted - this.#admitted) >>> 0,
     };
     this.#previous = used;
+    this.#admitted = admitted;
     if (!shouldCollect(heap, this.#options)) {
       this.#settled = used - this.#afterLast < this.#options.growthBytes;
       return undefined;

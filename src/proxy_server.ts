@@ -143,7 +143,7 @@ export class ProxyServer {
       );
     }
     const collect = setInterval(() => {
-      const collection = collector.sample(Date.now());
+      const collection = collector.sample(Date.now(), this.#admission.admitted);
       if (collection !== undefined) this.#collected("main", collection);
     }, IDLE_COLLECT_MS);
     try {

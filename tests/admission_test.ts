@@ -36,6 +36,21 @@ Deno.test("Admission: a view made from the share counts in the same table", () =
   b.release("198.18.1.10");
   assert.equal(a.active, 1);
   assert.equal(a.admit("198.18.1.10", 10, 2), null);
+  // Let in since start, whichever thread counted and whether or not released since.
+  assert.equal(a.admitted, 3);
+  assert.equal(b.admitted, 3);
+});
+
+Deno.test("Admission: admitted counts what was let in, not what was refused, and never goes down", () => {
+  const a = new Admission();
+  assert.equal(a.admitted, 0);
+  assert.equal(a.admit("198.18.1.10", 1, 0), null);
+  assert.equal(a.admit("198.18.1.11", 1, 0), "too_many_connections");
+  a.release("198.18.1.10");
+  assert.equal(a.admit("198.18.1.10", 5, 1), null);
+  assert.equal(a.admit("198.18.1.10", 5, 1), "per_source_limit");
+  assert.equal(a.active, 1);
+  assert.equal(a.admitted, 2);
 });
 
 Deno.test("Admission: a worker thread counts in the table it was handed", async () => {
