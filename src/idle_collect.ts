@@ -4,20 +4,22 @@
  * relay thread spends its idle time blocked in `epoll_wait`, where no V8 task runs, so after a
  * burst the garbage of thousands of connections stayed resident for as long as they were open
  * (BENCHMARKS.md, "Idle memory"). With V8's `gc` exposed (`--v8-flags=--expose-gc`, in the
- * `start` and `compile` tasks), each thread collects when its heap has grown since the last
- * collection and has stopped growing.
+ * `start` and `compile` tasks), each thread collects when its old generation has grown since
+ * the last collection and the thread has gone quiet.
  * @module
  */
 
+import { getHeapSpaceStatistics } from "node:v8";
+
 /** When to collect. */
 export interface IdleCollectOptions {
-  /** Heap growth since the last collection that makes one worth its pause. */
+  /** Growth of the old generation since the last collection that makes one worth its pause. */
   growthBytes: number;
   /** Growth between two samples under which the thread counts as quiet. */
   quietBytes: number;
   /**
-   * Connections let in between two samples (on any thread) up to which it counts as quiet: a
-   * busy heap can look still when a sample falls just after a young-generation collection.
+   * Connections let in between two samples (on any thread) up to which it counts as quiet: new
+   * connections' records are still young, so a busy thread's old generation can look still.
    */
   quietConnections: number;
   /** Least time between two collections, whatever the heap does. */
@@ -25,26 +27,29 @@ export interface IdleCollectOptions {
 }
 
 /**
- * 256 KiB of garbage is a few hundred connections; a collection of a heap holding ten thousand
- * idle ones measured 15-30 ms, paid only once the thread is quiet, at most every 5 s.
+ * 256 KiB is a few hundred connections' records; a collection of a heap holding ten thousand idle
+ * ones measured 15-30 ms, paid only once the thread is quiet, at most once a second.
  */
 export const IDLE_COLLECT_DEFAULTS: IdleCollectOptions = {
   growthBytes: 256 * 1024,
   quietBytes: 64 * 1024,
   quietConnections: 2,
-  intervalMs: 5_000,
+  intervalMs: 1_000,
 };
 
 /** What one collection did, for the logs and metrics. */
 export interface Collection {
-  /** Heap used before and after, in bytes. */
+  /** Old generation in use before and after, in bytes. */
   before: number;
   after: number;
   /** How long the collection took. */
   ms: number;
 }
 
-/** A thread's heap as sampled: in use now, at the previous sample, after the last collection. */
+/**
+ * A thread's old generation as sampled: in use now, at the previous sample, after the last
+ * collection.
+ */
 export interface HeapSample {
   used: number;
   previous: number;
@@ -56,14 +61,28 @@ export interface HeapSample {
 }
 
 /**
- * Whether to collect now: the heap has grown by `growthBytes` since the last collection, the
- * thread is quiet (by `quietBytes` and `quietConnections`: a busy one is left to V8), and the
- * last collection is `intervalMs` old.
+ * Whether to collect now: the old generation has grown by `growthBytes` since the last
+ * collection, the thread is quiet (by `quietBytes` and `quietConnections`: a busy one is left to
+ * V8), and the last collection is `intervalMs` old.
  */
 export function shouldCollect(heap: HeapSample, options: IdleCollectOptions): boolean {
   return heap.used - heap.afterLast >= options.growthBytes &&
     heap.used - heap.previous < options.quietBytes &&
     heap.connections <= options.quietConnections && heap.sinceLastMs >= options.intervalMs;
+}
+
+/**
+ * Bytes in use outside V8's young generation. Objects that live past a few young collections
+ * (a connection's records, and the garbage promoted with them) end up there, and it is what
+ * stays resident; the young generation is collected often anyway, and short-lived garbage (a
+ * bulk transfer's) never reaches the old one.
+ */
+export function oldGenerationUsed(): number {
+  let used = 0;
+  for (const space of getHeapSpaceStatistics()) {
+    if (!space.space_name.startsWith("new_")) used += space.space_used_size;
+  }
+  return used;
 }
 
 /**
@@ -90,7 +109,7 @@ export class IdleCollector {
 
   constructor(
     gc: (() => void) | undefined = exposedGc(),
-    heapUsed: () => number = () => Deno.memoryUsage().heapUsed,
+    heapUsed: () => number = oldGenerationUsed,
     options: IdleCollectOptions = IDLE_COLLECT_DEFAULTS,
   ) {
     this.#gc = gc;
@@ -114,7 +133,7 @@ export class IdleCollector {
   }
 
   /**
-   * Samples the heap at time `now` (ms), with `admitted` the connections let in since start
+   * Samples the old generation at time `now` (ms), with `admitted` the connections let in since start
    * (`Admission.admitted`), and collects if {@link shouldCollect} says so.
    */
   sample(now: number, admitted: number): Collection | undefined {

@@ -288,7 +288,7 @@ export class ProxyServer {
   #collected(thread: CollectingThread, { before, after, ms }: Collection): void {
     this.#metrics.idleCollection(thread);
     log.debug(
-      "{thread} thread collected garbage once quiet: heap {before} -> {after} KiB in {ms} ms",
+      "{thread} thread collected garbage once quiet: old generation {before} -> {after} KiB in {ms} ms",
       {
         thread,
         before: Math.round(before / 1024),

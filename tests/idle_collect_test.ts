@@ -4,6 +4,7 @@ import {
   exposedGc,
   IDLE_COLLECT_DEFAULTS,
   IdleCollector,
+  oldGenerationUsed,
   shouldCollect,
 } from "../src/idle_collect.ts";
 
@@ -132,4 +133,10 @@ Deno.test("idle collect: without V8's gc nothing is sampled and nothing is owed"
   assert.equal(sampled, 0);
   // `deno test` runs without --expose-gc; the tasks that start the proxy pass it.
   assert.equal(exposedGc(), undefined);
+});
+
+Deno.test("idle collect: the old generation is part of the heap in use", () => {
+  const old = oldGenerationUsed();
+  assert.ok(old > 0);
+  assert.ok(old <= Deno.memoryUsage().heapUsed, `${old} > ${Deno.memoryUsage().heapUsed}`);
 });
