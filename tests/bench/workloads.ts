@@ -237,8 +237,11 @@ export async function idleMemory(lab: Lab, proto: Proto, count: number): Promise
       if (typeof second === "string") return failed(second);
       const after = rssKiB(await routerPids(lab.t));
       const lost = first.failed + second.failed;
-      if (lost > count * 0.01) return failed(`${lost} of ${count} connections failed`);
-      const note = lost > 0 ? `${lost} failed` : undefined;
+      // The idle client's first error, so that a failure can be told from another.
+      const why = first.error || second.error;
+      const because = why ? ` (first: ${why})` : "";
+      if (lost > count * 0.01) return failed(`${lost} of ${count} connections failed${because}`);
+      const note = lost > 0 ? `${lost} failed${because}` : undefined;
       return {
         average: { value: (after - before) / (first.open + second.open), note },
         marginal: { value: (after - middle) / second.open, note },
@@ -256,6 +259,8 @@ interface HeldIdle {
   asked: number;
   open: number;
   failed: number;
+  /** The first failure's message ("" when none failed). */
+  error: string;
   release(): Promise<void>;
 }
 
@@ -319,7 +324,17 @@ async function holdIdle(lab: Lab, proto: Proto, count: number): Promise<HeldIdle
   }
   // Let the system settle (buffers released, timers armed) before its memory is read.
   await new Promise((r) => setTimeout(r, 2_000));
-  return { asked: count, open: Number(m[1]), failed: Number(m[2]), release };
+  const error = firstError(m[3].trim());
+  return { asked: count, open: Number(m[1]), failed: Number(m[2]), error, release };
+}
+
+/** The idle client's first error, printed as a JSON string after its counts. */
+function firstError(text: string): string {
+  try {
+    return text === "" ? "" : String(JSON.parse(text));
+  } catch {
+    return text;
+  }
 }
 
 /** Bytes per GiB, for CPU seconds per GiB. */
