@@ -3,9 +3,9 @@
  * has grown by several MiB, and gives pages back when its memory reducer runs in idle time; the
  * relay thread spends its idle time blocked in `epoll_wait`, where no V8 task runs, so after a
  * burst the garbage of thousands of connections stayed resident for as long as they were open
- * (BENCHMARKS.md, "Idle memory"). With V8's `gc` exposed (`--v8-flags=--expose-gc`, in the
- * `start` and `compile` tasks), each thread collects when its old generation has grown since
- * the last collection and the thread has gone quiet.
+ * (BENCHMARKS.md, "Idle memory collected once quiet"). With V8's `gc` exposed
+ * (`--v8-flags=--expose-gc`, in the `start` and `compile` tasks), each thread collects when its
+ * old generation has grown since the last collection and the thread has gone quiet.
  * @module
  */
 
