@@ -133,8 +133,8 @@ export class IdleCollector {
   }
 
   /**
-   * Samples the old generation at time `now` (ms), with `admitted` the connections let in since start
-   * (`Admission.admitted`), and collects if {@link shouldCollect} says so.
+   * Samples the old generation at time `now` (ms), with `admitted` the connections let in since
+   * start (`Admission.admitted`), and collects if {@link shouldCollect} says so.
    */
   sample(now: number, admitted: number): Collection | undefined {
     if (this.#gc === undefined) return undefined;

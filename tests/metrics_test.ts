@@ -215,7 +215,7 @@ Deno.test("ProxyMetrics: connections by proto, decision and reason; unknown reas
   assert.equal(sampleValue(text, "process_start_time_seconds"), "1700000000");
 });
 
-Deno.test("ProxyMetrics: active gauge, bytes, connect histogram, reloads, config hash", () => {
+Deno.test("ProxyMetrics: active gauge, bytes, connect histogram, reloads, config hash, collections", () => {
   const m = new ProxyMetrics();
   let text = m.render();
   // Series that matter at zero exist from the start, so rate() and alerts work before the first event.
@@ -224,6 +224,15 @@ Deno.test("ProxyMetrics: active gauge, bytes, connect histogram, reloads, config
   assert.equal(sampleValue(text, "proxy_please_bytes_total", { direction: "upstream" }), "0");
   assert.equal(sampleValue(text, "proxy_please_active_connections"), "0");
   assert.equal(samples(text).some((s) => s.name === "proxy_please_config_hash"), false);
+  const collections = (thread: string) =>
+    sampleValue(m.render(), "proxy_please_idle_collections_total", { thread });
+  assert.equal(collections("main"), "0");
+  assert.equal(collections("relay"), "0");
+  m.idleCollection("relay");
+  m.idleCollection("relay");
+  m.idleCollection("main");
+  assert.equal(collections("main"), "1");
+  assert.equal(collections("relay"), "2");
 
   let open = 3;
   m.countActiveWith(() => open);
