@@ -255,7 +255,7 @@ export async function idleMemory(lab: Lab, proto: Proto, count: number): Promise
 }
 
 /** Idle connections held open by a client process until `release`. */
-interface HeldIdle {
+export interface HeldIdle {
   asked: number;
   open: number;
   failed: number;
@@ -268,7 +268,11 @@ interface HeldIdle {
  * Starts the idle client for `count` connections and waits until they are open and the
  * system has settled; an error word when the client did not get ready.
  */
-async function holdIdle(lab: Lab, proto: Proto, count: number): Promise<HeldIdle | string> {
+export async function holdIdle(
+  lab: Lab,
+  proto: Proto,
+  count: number,
+): Promise<HeldIdle | string> {
   const port = proto === "http" ? "80" : "443";
   const argv = inNamespace(lab.t.ns.client, [
     Deno.execPath(),
