@@ -16,8 +16,9 @@
  * Why: through `Deno.Conn`, a connection costs an accept, a read, a connect and a write per
  * direction as runtime ops with their promises, timers and buffers, and an idle relay holds a
  * pending read (about 16 KiB) on each socket. Here the main thread sees a connection the thread
- * allowed as two reports in batches, with no round trip before it is forwarded, and an idle
- * connection costs its two kernel sockets, an epoll entry and a small record.
+ * allowed as one report in a batch (two if it outlives the batch), with no round trip before it
+ * is forwarded, and an idle connection costs its two kernel sockets, an epoll entry and a small
+ * record.
  * @module
  */
 
@@ -127,8 +128,9 @@ export interface PlaneSettings {
 
 /**
  * A connection the thread allowed by itself (see `first_verdict.ts`): its ALLOWED line's fields,
- * for the logs and metrics, which stay here. Sent once; the connection's later request events
- * and its end name it by id, and {@link KernelRelay} keeps it until that end.
+ * for the logs and metrics, which stay here. Sent once, with its end if it ended before the
+ * report went; otherwise its later request events and its end name it by id, and
+ * {@link KernelRelay} keeps it until that end.
  */
 export interface Decided {
   /** The connection's id on the relay thread, which its later reports carry. */
@@ -141,6 +143,11 @@ export interface Decided {
   /** The name it was allowed for. */
   name: string;
   fields: EventFields;
+  /**
+   * How it ended, when that happened before this report was sent (a short connection): then
+   * nothing else about it follows.
+   */
+  ended?: KernelRelayResult;
 }
 
 /** What {@link KernelRelay} keeps of a {@link Decided} connection until its end. */
@@ -615,9 +622,14 @@ export class KernelRelay {
         if (report.greeting.read.ok) this.dismiss(report.greeting.id); // nobody to decide it
         return;
       }
-      case "decided":
-        this.#decided.set(report.decided.id, this.#keep(report.decided));
-        return this.#listeners.get(report.decided.listenId)?.decided(report.decided);
+      case "decided": {
+        const { decided } = report;
+        const handlers = this.#listeners.get(decided.listenId);
+        if (decided.ended === undefined) this.#decided.set(decided.id, this.#keep(decided));
+        handlers?.decided(decided);
+        if (decided.ended !== undefined) handlers?.decidedEnd(decided, decided.ended);
+        return;
+      }
       case "refused":
         return this.#listeners.get(report.listenId)?.refused(report.source, report.reason);
       case "accept_error":

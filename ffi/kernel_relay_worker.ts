@@ -53,7 +53,9 @@ import { type CheckStep, RequestChecker } from "../src/request_check.ts";
 import { selectAllowlist } from "../src/source_policy.ts";
 import { MAX_CLIENT_HELLO_BYTES, scanClientHello } from "../src/tls_client_hello.ts";
 import type {
+  Decided,
   Greeting,
+  KernelRelayResult,
   PlanePolicy,
   PlaneProto,
   PlaneSettings,
@@ -279,6 +281,11 @@ const collector = new IdleCollector();
 const allowed: { g: Greeted; connectTo: Endpoint; check: RelayCheck }[] = [];
 const inbox: RelayCommand[] = [];
 const outbox: RelayReport[] = [];
+/**
+ * The thread's own allows in the outbox, by id: one that ends before the outbox goes (most short
+ * connections) carries its end, so it crosses to the main thread as one report, not two.
+ */
+const unsentAllows = new Map<number, Decided>();
 let received = 0;
 /** The outbox holds a report the main thread waits on. */
 let urgent = false;
@@ -334,6 +341,7 @@ function flushReports(force = false): void {
   if (outbox.length === 0) return;
   if (!force && !urgent && Date.now() - lateSince < LATE_REPORT_MS) return;
   self.postMessage(outbox.splice(0));
+  unsentAllows.clear();
   urgent = false;
   lateSince = 0;
 }
@@ -659,7 +667,7 @@ function sendGreeting(g: Greeted, read: Greeting["read"]): void {
     : null;
   if (quick === null) return report({ kind: "greeting", greeting: { ...known, read } });
   const { id, listenId, accepted } = known;
-  const decided = {
+  const decided: Decided = {
     id,
     listenId,
     accepted,
@@ -668,6 +676,7 @@ function sendGreeting(g: Greeted, read: Greeting["read"]): void {
     fields: quick.fields,
   };
   report({ kind: "decided", decided });
+  unsentAllows.set(id, decided);
   const check = g.proto === "HTTP" ? { pinnedName: quick.name } : undefined;
   allowed.push({ g, connectTo: quick.connectTo, check });
 }
@@ -891,7 +900,11 @@ function checkerFor(
   afterFirst: boolean,
   firstHead: HttpHeadResult | undefined,
 ): RequestChecker {
-  const send = (event: RequestEvent) => report({ kind: "event", id: r.id, event });
+  const send = (event: RequestEvent) => {
+    // Its end must now follow the event, not ride on the allow before it.
+    unsentAllows.delete(r.id);
+    report({ kind: "event", id: r.id, event });
+  };
   return new RequestChecker(
     {
       pinnedName,
@@ -1036,16 +1049,13 @@ function finish(r: Relayed, error?: string): void {
     s.close(r.client);
     admission.release(r.source);
   }
-  const message: RelayReport = {
-    kind: "done",
-    id: r.id,
-    up: r.up.bytes,
-    down: r.down.bytes,
-    endedAt: Date.now(),
-  };
-  if (r.connectMs >= 0) message.connectMs = r.connectMs;
-  if (error !== undefined) message.error = error;
-  report(message);
+  const ended: KernelRelayResult = { up: r.up.bytes, down: r.down.bytes, endedAt: Date.now() };
+  if (r.connectMs >= 0) ended.connectMs = r.connectMs;
+  if (error !== undefined) ended.error = error;
+  const allow = unsentAllows.get(r.id);
+  if (allow === undefined) return report({ kind: "done", id: r.id, ...ended });
+  unsentAllows.delete(r.id);
+  allow.ended = ended;
 }
 
 function ctl(op: number, fd: number, mask: number): boolean {

@@ -294,6 +294,13 @@ async function expectSecondRequestRefused(
   const e = await waitForReason(c, r.localPort, reason);
   assert.equal(e?.event, "DENIED", JSON.stringify(await eventsFor(c, r.localPort)));
   assert.equal(e.host, second);
+  // One line each, in order, whichever thread decided and however the reports were batched.
+  const lines = await eventsFor(c, r.localPort, true);
+  assert.deepEqual(
+    lines.map((l) => l.event),
+    ["ALLOWED", "DENIED", "CLOSED"],
+    JSON.stringify(lines),
+  );
   const hits = await c.lab.serverHits(1);
   assert.equal(hitsFor(hits, "allowed.test").length, 1, hits.join("\n"));
   assert.deepEqual(hitsFor(hits, second), [], `the ${second} request reached the server`);
