@@ -266,7 +266,7 @@ const upstreamEnds = new Map<number, string | string[]>();
 /** The last upstream local address seen: connections share one copy of that text. */
 let lastLocalAddress = "";
 const greeted = new Map<number, Greeted>();
-/** Relays in progress (each is its client fd's owner: see {@link relays}). */
+/** Relays in progress (each is its client fd's owner: see {@link eachRelay}). */
 let relayCount = 0;
 const lingering = new Set<Lingering>();
 /** The main thread's DNS answers for names it allowed: what the thread may pin to by itself. */
@@ -369,7 +369,7 @@ async function loop(): Promise<void> {
       // A bug or a resource limit: end every connection, loudly, and keep serving commands.
       const error = `epoll_${errnoName(readErrno())}`;
       for (const g of [...greeted.values()]) endGreeting(g);
-      for (const r of relays()) finish(r, error);
+      eachRelay((r) => finish(r, error));
       for (const l of [...lingering]) endLinger(l);
     }
     const now = Date.now();
@@ -455,7 +455,7 @@ function command(c: Exclude<RelayCommand, { kind: "stop" }>): void {
 function stop(): void {
   for (const l of [...listeners.values()]) unlisten(l);
   for (const g of [...greeted.values()]) endGreeting(g);
-  for (const r of relays()) finish(r, "aborted");
+  eachRelay((r) => finish(r, "aborted"));
   for (const l of [...lingering]) endLinger(l);
   s.close(epfd);
   report({ kind: "stopped" });
@@ -469,14 +469,17 @@ function own(fd: number, owner: Listening | Greeted | Relayed | Lingering): void
   owners[fd] = owner;
 }
 
-/** The relays in progress, collected first: ending one changes the table. */
-function relays(): Relayed[] {
-  const out: Relayed[] = [];
+/**
+ * Calls `fn` for each relay in progress, walking the fd table in place (a sweep runs four times a
+ * second, and a copy of ten thousand relays each time was most of an idle thread's garbage).
+ * `fn` may end the relay: that only empties its own fds' entries (or hands its client fd to a
+ * lingering refusal), and nothing starts a relay meanwhile.
+ */
+function eachRelay(fn: (r: Relayed) => void): void {
   for (let fd = 0; fd < owners.length; fd++) {
     const owner = owners[fd];
-    if (owner?.kind === "relay" && owner.client === fd) out.push(owner);
+    if (owner?.kind === "relay" && owner.client === fd) fn(owner);
   }
-  return out;
 }
 
 function sweep(now: number): void {
@@ -489,16 +492,11 @@ function sweep(now: number): void {
   for (const g of [...greeted.values()]) {
     if (!g.waiting && now >= g.deadline) failGreeting(g, "timeout");
   }
-  // In place, not over relays(): a sweep runs four times a second, and a copy of ten thousand
-  // relays each time was most of an idle thread's garbage. Ending one only empties its own fds'
-  // entries, and nothing starts during a sweep.
-  for (let fd = 0; fd < owners.length; fd++) {
-    const r = owners[fd];
-    if (r?.kind !== "relay" || r.client !== fd) continue;
+  eachRelay((r) => {
     if (!r.connected) {
       if (now >= r.connectDeadline) finish(r, "connect_timeout");
     } else if (now - r.lastActivity >= r.idleTimeoutMs) finish(r, "idle_timeout");
-  }
+  });
   for (const l of [...lingering]) if (now >= l.deadline) endLinger(l);
 }
 
