@@ -226,6 +226,7 @@ export type RelayReport =
   }
   | { kind: "event"; id: number; event: RequestEvent }
   | ({ kind: "collected" } & Collection)
+  | { kind: "ready" }
   | { kind: "failed"; error: string }
   | { kind: "stopped" };
 
@@ -251,7 +252,12 @@ const ONE = new Uint8Array(new BigUint64Array([1n]).buffer);
 
 const NO_EVENT = new Uint8Array(16);
 const PROBE = new Uint8Array([0x50]);
-const PROBE_TIMEOUT_MS = 2_000;
+/**
+ * For the thread to start: a cold start compiles its modules, and CI machines under load took
+ * seconds; the probe's own deadline starts after it.
+ */
+const START_TIMEOUT_MS = 30_000;
+const PROBE_TIMEOUT_MS = 5_000;
 
 function cString(text: string): Uint8Array {
   return new TextEncoder().encode(`${text}\0`);
@@ -290,6 +296,9 @@ export class KernelRelay {
   /** The eventfd is closed: nothing may be posted any more. */
   #gone = false;
   #onFailed!: (error: string) => void;
+  #onReady!: () => void;
+  /** Resolves once the thread runs its loop (its modules loaded, its epoll set made). */
+  readonly #ready: Promise<void> = new Promise((resolve) => this.#onReady = resolve);
   /**
    * Resolves with the reason if the thread fails after it started (a bug, or out of memory):
    * then nothing accepts on the listeners it took, and the proxy must stop.
@@ -311,6 +320,7 @@ export class KernelRelay {
   ): Promise<KernelRelay> {
     const relay = new KernelRelay(path, admission, settings, policy, onCollected);
     try {
+      await relay.#started();
       await relay.#probe();
     } catch (error) {
       await relay.close();
@@ -507,6 +517,26 @@ export class KernelRelay {
     return found;
   }
 
+  /** Waits for the thread's loop to run; rejects if it fails first or takes too long. */
+  async #started(): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    // Settles with a value either way: a failure after the race is heard through `failed` alone.
+    const failure = await Promise.race([
+      this.#ready.then(() => undefined),
+      this.failed,
+      new Promise<string>((resolve) => {
+        timer = setTimeout(
+          () => resolve(`not started in ${START_TIMEOUT_MS} ms`),
+          START_TIMEOUT_MS,
+        );
+      }),
+    ]);
+    clearTimeout(timer);
+    if (failure !== undefined) {
+      throw new Error(`kernel relay: the thread did not start: ${failure}`);
+    }
+  }
+
   /**
    * A loopback listener served by the thread: a client connects and sends a byte, the greeting
    * arrives, and the forwarded connection carries the byte to a loopback upstream.
@@ -516,9 +546,16 @@ export class KernelRelay {
     const upstream = Deno.listen({ hostname: "127.0.0.1", port: 0 });
     const cleanup: (() => void)[] = [() => listener.close(), () => upstream.close()];
     let timer: ReturnType<typeof setTimeout> | undefined;
+    /** Names the step a timeout stopped, for whoever reads the start-up error. */
+    let step = "connect";
     const timeout = new Promise<never>((_, reject) => {
       timer = setTimeout(
-        () => reject(new Error("kernel relay: the probe connection was not relayed in time")),
+        () =>
+          reject(
+            new Error(
+              `kernel relay: the probe connection was not relayed in ${PROBE_TIMEOUT_MS} ms (at: ${step})`,
+            ),
+          ),
         PROBE_TIMEOUT_MS,
       );
     });
@@ -543,20 +580,24 @@ export class KernelRelay {
       ]);
       cleanup.push(() => client.close());
       await client.write(PROBE);
+      step = "greeting";
       const g = await Promise.race([greeting, timeout]);
       const done = this.forward(g.id, "127.0.0.1", upstream.addr.port, {
         connectTimeoutMs: PROBE_TIMEOUT_MS,
         idleTimeoutMs: PROBE_TIMEOUT_MS,
       });
+      step = "upstream accept";
       const server = await Promise.race([upstream.accept(), timeout]);
       cleanup.push(() => server.close());
       const got = new Uint8Array(PROBE.length + 1);
+      step = "upstream read";
       const n = await Promise.race([server.read(got), timeout]);
       if (n !== PROBE.length || got[0] !== PROBE[0]) {
         throw new Error("kernel relay: the probe connection did not carry its bytes");
       }
       client.close();
       server.close();
+      step = "end report";
       await Promise.race([done, timeout]);
     } finally {
       clearTimeout(timer);
@@ -647,6 +688,8 @@ export class KernelRelay {
         const { kind: _, ...collection } = report;
         return this.#onCollected?.(collection);
       }
+      case "ready":
+        return this.#onReady();
       case "failed":
         return this.#fail(report.error);
       case "stopped":

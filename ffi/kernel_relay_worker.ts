@@ -321,6 +321,8 @@ if (epfd < 0 || !ctl(EPOLL_CTL_ADD, init.eventFd, EPOLLIN)) {
   flushReports();
   self.close();
 } else {
+  report({ kind: "ready" });
+  flushReports(true);
   await loop();
 }
 
