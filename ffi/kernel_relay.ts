@@ -8,7 +8,7 @@
  * on them: each listener's socket is duplicated for the thread and taken out of Deno's reactor.
  * The thread accepts, counts each connection against the shared limits and reads its first
  * flight. A plain allow (redirected, allowed, its name's addresses in the thread's copy of the
- * DNS cache: `first_verdict.ts`) it forwards at once and reports as decided; everything else it
+ * DNS cache: `first_verdict.ts`) it forwards at once and logs and counts itself; everything else it
  * sends here as a greeting, which {@link KernelRelay.forward}, {@link KernelRelay.refuse} (HTTP)
  * or {@link KernelRelay.dismiss} (TLS) answers, and {@link KernelRelay.learn} gives the thread
  * the answers that let it allow the name's next connections itself.
@@ -16,9 +16,9 @@
  * Why: through `Deno.Conn`, a connection costs an accept, a read, a connect and a write per
  * direction as runtime ops with their promises, timers and buffers, and an idle relay holds a
  * pending read (about 16 KiB) on each socket. Here the main thread sees a connection the thread
- * allowed as one report in a batch (two if it outlives the batch), with no round trip before it
- * is forwarded, and an idle connection costs its two kernel sockets, an epoll entry and a small
- * record.
+ * allowed in a batch's tally, with no round trip before it is forwarded: its lines come formatted, with its counts, in one tally per batch of reports, and
+ * nothing of it is kept here. An idle connection costs its two kernel sockets, an epoll entry and
+ * a small record on the thread.
  * @module
  */
 
@@ -31,7 +31,8 @@ import type { Allowlist } from "../src/allowlist.ts";
 import type { DnsSnapshot } from "../src/dns_copy.ts";
 import type { Collection } from "../src/idle_collect.ts";
 import type { QuickPolicy } from "../src/first_verdict.ts";
-import type { EventFields } from "../src/log.ts";
+import type { LineFormat } from "../src/log_line.ts";
+import type { Tally } from "../src/event_tally.ts";
 import type { HttpHeadResult } from "../src/http_head.ts";
 import { canonicalAddress } from "../src/ip_address.ts";
 import type { SourcePolicy } from "../src/source_policy.ts";
@@ -126,39 +127,6 @@ export interface PlaneSettings {
   idleTimeoutMs: number;
 }
 
-/**
- * A connection the thread allowed by itself (see `first_verdict.ts`): its ALLOWED line's fields,
- * for the logs and metrics, which stay here. Sent once, with its end if it ended before the
- * report went; otherwise its later request events and its end name it by id, and
- * {@link KernelRelay} keeps it until that end.
- */
-export interface Decided {
-  /** The connection's id on the relay thread, which its later reports carry. */
-  id: number;
-  listenId: number;
-  /** When the connection was accepted (milliseconds since the epoch). */
-  accepted: number;
-  /** When the thread allowed it (the ALLOWED line's time: the report comes with a batch). */
-  at: number;
-  /** The name it was allowed for. */
-  name: string;
-  fields: EventFields;
-  /**
-   * How it ended, when that happened before this report was sent (a short connection): then
-   * nothing else about it follows.
-   */
-  ended?: KernelRelayResult;
-}
-
-/** What {@link KernelRelay} keeps of a {@link Decided} connection until its end. */
-export type KeptDecision = Pick<Decided, "listenId" | "accepted" | "fields">;
-
-/**
- * How many distinct texts the kept records share before the table starts over: enough for the
- * names and destinations in use, bounded whatever the traffic.
- */
-const SHARED_TEXTS = 4096;
-
 /** Where the thread's news about one listener goes. */
 export interface ListenerHandlers {
   /**
@@ -166,12 +134,6 @@ export interface ListenerHandlers {
    * thread allowed it by itself.
    */
   greeting(greeting: Greeting): void;
-  /** A connection the thread allowed by itself, and is relaying. */
-  decided(decided: Decided): void;
-  /** HTTP: a later request on such a connection was refused, or let through in audit mode. */
-  decidedEvent(decided: KeptDecision, event: RequestEvent): void;
-  /** Such a connection ended. */
-  decidedEnd(decided: KeptDecision, result: KernelRelayResult): void;
   /** A connection refused at the door by the limits (closed at once). */
   refused(source: string, reason: Refusal): void;
   /** accept() failed (e.g. out of descriptors); the listener pauses for a moment. */
@@ -187,6 +149,21 @@ export interface WorkerInit {
   admission: AdmissionShare;
   settings: PlaneSettings;
   policy: PlanePolicy;
+  /** The form of the lines the thread writes for the connections it decides; null: none. */
+  lineFormat: LineFormat | null;
+}
+
+/** What the main thread hears from the thread besides each listener's connections. */
+export interface RelayHooks {
+  /**
+   * The lines and counts of the connections the thread decided by itself, in batches: the
+   * main thread keeps nothing of those connections.
+   */
+  tally?: (tally: Tally) => void;
+  /** The form of the tally's lines (`LOG_FORMAT`); none are written when null or absent. */
+  lineFormat?: LineFormat | null;
+  /** The thread's idle garbage collections. */
+  collected?: (collection: Collection) => void;
 }
 
 /** What the main thread asks of the worker (posted in batches). */
@@ -212,7 +189,7 @@ export type RelayCommand =
 /** What the worker tells the main thread (sent in batches). */
 export type RelayReport =
   | { kind: "greeting"; greeting: Greeting }
-  | { kind: "decided"; decided: Decided }
+  | { kind: "tally"; tally: Tally }
   | { kind: "refused"; listenId: number; source: string; reason: Refusal }
   | { kind: "accept_error"; listenId: number; error: string }
   | {
@@ -277,13 +254,6 @@ export class KernelRelay {
   readonly #eventFd: number;
   readonly #posted = new Int32Array(new SharedArrayBuffer(4));
   readonly #pending = new Map<number, Pending>();
-  /**
-   * Connections the thread allowed by itself, until they end: kept here, not sent again with
-   * each of their reports, so each crosses between the threads once.
-   */
-  readonly #decided = new Map<number, KeptDecision>();
-  /** One copy of each recurring text in {@link #decided}'s records (see {@link #keep}). */
-  readonly #texts = new Map<string, string>();
   readonly #listeners = new Map<number, ListenerHandlers>();
   #outbox: RelayCommand[] = [];
   #nextListenId = 1;
@@ -292,7 +262,7 @@ export class KernelRelay {
   #failure: string | undefined;
   #stopped: Promise<void> | undefined;
   #onStopped: (() => void) | undefined;
-  readonly #onCollected: ((collection: Collection) => void) | undefined;
+  readonly #hooks: RelayHooks;
   /** The eventfd is closed: nothing may be posted any more. */
   #gone = false;
   #onFailed!: (error: string) => void;
@@ -309,16 +279,15 @@ export class KernelRelay {
    * Starts the thread over the libc at `path` (the one `openLibc` found), counting in
    * `admission`, and proves on loopback that it can take a Deno listener, accept, read and
    * relay; rejects with the reason otherwise (then Deno serves every listener itself).
-   * `onCollected` hears of the thread's idle garbage collections.
    */
   static async open(
     path: string,
     admission: Admission,
     settings: PlaneSettings,
     policy: PlanePolicy,
-    onCollected?: (collection: Collection) => void,
+    hooks: RelayHooks = {},
   ): Promise<KernelRelay> {
-    const relay = new KernelRelay(path, admission, settings, policy, onCollected);
+    const relay = new KernelRelay(path, admission, settings, policy, hooks);
     try {
       await relay.#started();
       await relay.#probe();
@@ -334,9 +303,9 @@ export class KernelRelay {
     admission: Admission,
     settings: PlaneSettings,
     policy: PlanePolicy,
-    onCollected: ((collection: Collection) => void) | undefined,
+    hooks: RelayHooks,
   ) {
-    this.#onCollected = onCollected;
+    this.#hooks = hooks;
     this.#lib = Deno.dlopen(path, SYMBOLS);
     const s = this.#lib.symbols;
     this.#libc = openLibc([path]);
@@ -365,6 +334,7 @@ export class KernelRelay {
       admission: admission.share,
       settings,
       policy,
+      lineFormat: hooks.lineFormat ?? null,
     };
     this.#worker.postMessage(init);
   }
@@ -564,9 +534,6 @@ export class KernelRelay {
       const greeting = new Promise<Greeting>((resolve) => greeted = resolve);
       const listenId = this.serve(listener, "HTTPS", {
         greeting: (g) => greeted(g),
-        decided: () => {},
-        decidedEvent: () => {},
-        decidedEnd: () => {},
         refused: () => {},
         acceptError: () => {},
       });
@@ -624,8 +591,9 @@ export class KernelRelay {
           this.#lib.symbols.close(this.#eventFd);
           this.#libc.close();
           this.#lib.close();
-          // Whatever the worker did not report (it was stuck or gone) ends here.
-          for (const id of [...this.#pending.keys(), ...this.#decided.keys()]) {
+          // Whatever the worker did not report (it was stuck or gone) ends here; of the
+          // connections it decided by itself, only it could tell.
+          for (const id of [...this.#pending.keys()]) {
             this.#settle(id, { up: 0, down: 0, error: "aborted" });
           }
           resolve();
@@ -663,30 +631,21 @@ export class KernelRelay {
         if (report.greeting.read.ok) this.dismiss(report.greeting.id); // nobody to decide it
         return;
       }
-      case "decided": {
-        const { decided } = report;
-        const handlers = this.#listeners.get(decided.listenId);
-        if (decided.ended === undefined) this.#decided.set(decided.id, this.#keep(decided));
-        handlers?.decided(decided);
-        if (decided.ended !== undefined) handlers?.decidedEnd(decided, decided.ended);
-        return;
-      }
+      case "tally":
+        return this.#hooks.tally?.(report.tally);
       case "refused":
         return this.#listeners.get(report.listenId)?.refused(report.source, report.reason);
       case "accept_error":
         return this.#listeners.get(report.listenId)?.acceptError(report.error);
-      case "event": {
-        const decided = this.#decided.get(report.id);
-        if (decided === undefined) return this.#pending.get(report.id)?.onEvent?.(report.event);
-        return this.#listeners.get(decided.listenId)?.decidedEvent(decided, report.event);
-      }
+      case "event":
+        return this.#pending.get(report.id)?.onEvent?.(report.event);
       case "done": {
         const { id, kind: _, ...result } = report;
         return this.#settle(id, result);
       }
       case "collected": {
         const { kind: _, ...collection } = report;
-        return this.#onCollected?.(collection);
+        return this.#hooks.collected?.(collection);
       }
       case "ready":
         return this.#onReady();
@@ -697,37 +656,8 @@ export class KernelRelay {
     }
   }
 
-  /**
-   * The part of a decided connection kept until its end, which is most of what an idle
-   * connection costs this thread: the structured clone made a new string of every field, so the
-   * recurring ones (event, protocol, destination, name) are swapped for one shared copy.
-   */
-  #keep({ listenId, accepted, fields }: Decided): KeptDecision {
-    fields.event = this.#share(fields.event);
-    fields.proto = this.#share(fields.proto);
-    fields.dst = this.#share(fields.dst);
-    if (fields.host !== undefined) fields.host = this.#share(fields.host);
-    if (fields.sni !== undefined) fields.sni = this.#share(fields.sni);
-    if (fields.alpn !== undefined) fields.alpn = this.#share(fields.alpn);
-    if (fields.connect !== undefined) fields.connect = this.#share(fields.connect);
-    return { listenId, accepted, fields };
-  }
-
-  #share<T extends string>(text: T): T {
-    const known = this.#texts.get(text);
-    if (known !== undefined) return known as T;
-    if (this.#texts.size >= SHARED_TEXTS) this.#texts.clear();
-    this.#texts.set(text, text);
-    return text;
-  }
-
-  /** A relayed connection ended: its promise settles, or its handler hears of it. */
+  /** A relayed connection ended: its promise settles. */
   #settle(id: number, result: KernelRelayResult): void {
-    const decided = this.#decided.get(id);
-    if (decided !== undefined) {
-      this.#decided.delete(id);
-      return this.#listeners.get(decided.listenId)?.decidedEnd(decided, result);
-    }
     const pending = this.#pending.get(id);
     if (pending === undefined) return;
     this.#pending.delete(id);

@@ -7,8 +7,9 @@
  * (`admission.ts`); its original destination read (`SO_ORIGINAL_DST`); its first flight (request
  * head or ClientHello) read into a bounded buffer under the first-bytes deadline and parsed. A
  * plain allow (`first_verdict.ts`, with the main thread's DNS answers copied here) is forwarded
- * at once and reported as decided; anything else goes to the main thread, which decides and
- * answers `forward`, `refuse` or `dismiss`.
+ * at once, and its lines are written here and go with its counts in the next batch's tally
+ * (`event_tally.ts`); anything else goes to the main thread, which decides and answers
+ * `forward`, `refuse` or `dismiss`.
  * Forwarded, the upstream is connected, the first flight replayed and both directions relayed
  * with non-blocking read/write and the half-close passed on; every later HTTP request goes
  * through the request checker first. A refusal is written, the socket half-closed, and what the
@@ -49,11 +50,17 @@ import { IdleCollector } from "../src/idle_collect.ts";
 import type { Endpoint } from "../src/destination_pin.ts";
 import { quickVerdict } from "../src/first_verdict.ts";
 import { type HttpHeadResult, HttpHeadScanner, MAX_HEAD_BYTES } from "../src/http_head.ts";
-import { type CheckStep, RequestChecker } from "../src/request_check.ts";
+import {
+  auditedFields,
+  type CheckStep,
+  refusedFields,
+  RequestChecker,
+} from "../src/request_check.ts";
+import { EventTally } from "../src/event_tally.ts";
+import { closedFields, type EventFields } from "../src/log_line.ts";
 import { selectAllowlist } from "../src/source_policy.ts";
 import { MAX_CLIENT_HELLO_BYTES, scanClientHello } from "../src/tls_client_hello.ts";
 import type {
-  Decided,
   Greeting,
   KernelRelayResult,
   PlanePolicy,
@@ -131,6 +138,11 @@ const NO_BYTES = new Uint8Array(0);
  * largest cost per TLS connection at 5 ms. Those reports carry their own times for the logs.
  */
 const LATE_REPORT_MS = 25;
+/**
+ * How many distinct texts the kept fields share before the table starts over: enough for the
+ * names and destinations in use, bounded whatever the traffic.
+ */
+const SHARED_TEXTS = 4096;
 /** What {@link act} did with a direction. */
 const IDLE = 0, ACTED = 1, ENDED = 2;
 const ONE = new Uint8Array(new Int32Array([1]).buffer);
@@ -220,6 +232,13 @@ interface Relayed {
   finalResponse: Uint8Array | null;
   /** HTTP: the request checks ended the client's direction. */
   stopped: boolean;
+  /**
+   * The decision line's fields of a connection this thread allowed by itself, whose later lines
+   * are written here too; null when the main thread decided it (and writes them).
+   */
+  fields: EventFields | null;
+  /** When it was accepted (ms since the epoch), for its CLOSED line's duration. */
+  accepted: number;
 }
 
 /**
@@ -278,14 +297,20 @@ const collector = new IdleCollector();
  * done: a stale event later in the batch, for an fd number closed and reused within it, must not
  * reach a new relay (it would act on the old socket's error bits).
  */
-const allowed: { g: Greeted; connectTo: Endpoint; check: RelayCheck }[] = [];
+const allowed: {
+  g: Greeted;
+  connectTo: Endpoint;
+  check: RelayCheck;
+  fields: EventFields;
+  accepted: number;
+}[] = [];
 const inbox: RelayCommand[] = [];
 const outbox: RelayReport[] = [];
 /**
- * The thread's own allows in the outbox, by id: one that ends before the outbox goes (most short
- * connections) carries its end, so it crosses to the main thread as one report, not two.
+ * One copy of each recurring text (destination, name) in the fields kept for the connections
+ * this thread allowed: an idle connection's record is most of what it costs.
  */
-const unsentAllows = new Map<number, Decided>();
+const texts = new Map<string, string>();
 let received = 0;
 /** The outbox holds a report the main thread waits on. */
 let urgent = false;
@@ -306,6 +331,8 @@ const init = await new Promise<WorkerInit>((resolve) => {
     resolve(e.data);
   };
 });
+/** The lines and counts of the connections this thread allows by itself, for the next batch. */
+const tally = new EventTally(init.lineFormat);
 let settings: PlaneSettings = init.settings;
 let policy: PlanePolicy = init.policy;
 const admission = new Admission(init.admission);
@@ -333,6 +360,11 @@ function report(message: RelayReport): void {
   } else if (lateSince === 0) lateSince = Date.now();
 }
 
+/** Something went into the tally: it goes with the next batch, at the latest once it is late. */
+function tallied(now: number): void {
+  if (lateSince === 0) lateSince = now;
+}
+
 /**
  * Sends what was reported, now if anything waits on it (a greeting to decide), else once the
  * oldest report is LATE_REPORT_MS old: the thread's own allows, the ends of connections and
@@ -340,10 +372,11 @@ function report(message: RelayReport): void {
  * thread a wake-up each.
  */
 function flushReports(force = false): void {
-  if (outbox.length === 0) return;
+  if (outbox.length === 0 && tally.empty) return;
   if (!force && !urgent && Date.now() - lateSince < LATE_REPORT_MS) return;
+  const gathered = tally.take();
+  if (gathered !== null) outbox.unshift({ kind: "tally", tally: gathered });
   self.postMessage(outbox.splice(0));
-  unsentAllows.clear();
   urgent = false;
   lateSince = 0;
 }
@@ -365,7 +398,11 @@ async function loop(): Promise<void> {
     // Whatever this turn produced goes out before the thread may block.
     flushReports();
     // With nothing open, the thread blocks for good only once its garbage is collected.
-    const wait = outbox.length > 0 ? LATE_REPORT_MS : open || !collector.settled ? SWEEP_MS : -1;
+    const wait = outbox.length > 0 || !tally.empty
+      ? LATE_REPORT_MS
+      : open || !collector.settled
+      ? SWEEP_MS
+      : -1;
     const n = s.epoll_wait(epfd, events, MAX_EVENTS, wait);
     if (n < 0 && readErrno() !== EINTR) {
       // A bug or a resource limit: end every connection, loudly, and keep serving commands.
@@ -655,8 +692,8 @@ function keep(g: Greeted, bytes: Uint8Array, complete: boolean): void {
 
 /**
  * How reading the first flight ended (once per connection): a plain allow is the thread's to
- * make (`first_verdict.ts`), reported as decided and relayed after this batch of events; the
- * rest goes to the main thread to decide.
+ * make (`first_verdict.ts`), logged and counted in the tally, and relayed after this batch of
+ * events; the rest goes to the main thread to decide.
  */
 function sendGreeting(g: Greeted, read: Greeting["read"]): void {
   const known = g.known;
@@ -666,19 +703,30 @@ function sendGreeting(g: Greeted, read: Greeting["read"]): void {
     ? quickVerdict({ ...known, read }, policy.quick, (name) => dnsCopy.usable(name, Date.now()))
     : null;
   if (quick === null) return report({ kind: "greeting", greeting: { ...known, read } });
-  const { id, listenId, accepted } = known;
-  const decided: Decided = {
-    id,
-    listenId,
-    accepted,
-    at: Date.now(),
-    name: quick.name,
-    fields: quick.fields,
-  };
-  report({ kind: "decided", decided });
-  unsentAllows.set(id, decided);
+  const now = Date.now();
+  tally.allowed(quick.fields, now, quick.name);
+  tallied(now);
   const check = g.proto === "HTTP" ? { pinnedName: quick.name } : undefined;
-  allowed.push({ g, connectTo: quick.connectTo, check });
+  const fields = keepFields(quick.fields);
+  allowed.push({ g, connectTo: quick.connectTo, check, fields, accepted: known.accepted });
+}
+
+/** `fields` with their recurring texts swapped for one shared copy (see {@link texts}). */
+function keepFields(fields: EventFields): EventFields {
+  fields.dst = share(fields.dst);
+  if (fields.host !== undefined) fields.host = share(fields.host);
+  if (fields.sni !== undefined) fields.sni = share(fields.sni);
+  if (fields.alpn !== undefined) fields.alpn = share(fields.alpn);
+  if (fields.connect !== undefined) fields.connect = share(fields.connect);
+  return fields;
+}
+
+function share(text: string): string {
+  const known = texts.get(text);
+  if (known !== undefined) return known;
+  if (texts.size >= SHARED_TEXTS) texts.clear();
+  texts.set(text, text);
+  return text;
 }
 
 /**
@@ -767,15 +815,19 @@ function forward(c: Extract<RelayCommand, { kind: "forward" }>): void {
     report({ kind: "done", id: c.id, up: 0, down: 0, error: "closed" });
     return;
   }
-  relay(g, c, c, c.check);
+  relay(g, c, c, c.check, null, 0);
 }
 
 /** Relays the connections this thread allowed in the batch of events just handled. */
 function relayAllowed(): void {
-  for (const { g, connectTo, check } of allowed.splice(0)) {
-    if (greeted.has(g.id)) relay(g, connectTo, settings, check);
-    // Not expected (a decided greeting is read no more), but its end must still be told.
-    else report({ kind: "done", id: g.id, up: 0, down: 0, error: "closed", endedAt: Date.now() });
+  for (const { g, connectTo, check, fields, accepted } of allowed.splice(0)) {
+    if (greeted.has(g.id)) relay(g, connectTo, settings, check, fields, accepted);
+    else {
+      // Not expected (a decided greeting is read no more), but its end must still be told.
+      const now = Date.now();
+      tally.closed(closedFields(fields, accepted, now, 0, 0, "closed"), now, 0, 0);
+      tallied(now);
+    }
   }
 }
 
@@ -788,6 +840,8 @@ function relay(
   to: Endpoint,
   deadlines: { connectTimeoutMs: number; idleTimeoutMs: number },
   check: RelayCheck,
+  fields: EventFields | null,
+  accepted: number,
 ): void {
   greeted.delete(g.id);
   const now = Date.now();
@@ -816,6 +870,8 @@ function relay(
     checker: null,
     finalResponse: null,
     stopped: false,
+    fields,
+    accepted,
   };
   // The first flight goes through the checks too: its body is framed, and requests
   // pipelined behind it are checked like any later one. Nothing is written before connect.
@@ -892,7 +948,7 @@ function checkClient(
 
 /**
  * The checks of one HTTP connection (`firstHead`: the verdict its first head was decided on);
- * their log lines go to the main thread.
+ * their log lines are written here for a connection this thread allowed, else by the main thread.
  */
 function checkerFor(
   r: Relayed,
@@ -901,9 +957,14 @@ function checkerFor(
   firstHead: HttpHeadResult | undefined,
 ): RequestChecker {
   const send = (event: RequestEvent) => {
-    // Its end must now follow the event, not ride on the allow before it.
-    unsentAllows.delete(r.id);
-    report({ kind: "event", id: r.id, event });
+    if (r.fields === null) return report({ kind: "event", id: r.id, event });
+    const { reason, host } = event;
+    const now = Date.now();
+    const line = event.kind === "refused"
+      ? refusedFields(r.fields, reason, host)
+      : auditedFields(r.fields, reason, host);
+    tally.decision(line, now, reason);
+    tallied(now);
   };
   return new RequestChecker(
     {
@@ -1049,13 +1110,19 @@ function finish(r: Relayed, error?: string): void {
     s.close(r.client);
     admission.release(r.source);
   }
-  const ended: KernelRelayResult = { up: r.up.bytes, down: r.down.bytes, endedAt: Date.now() };
+  const now = Date.now();
+  const { fields } = r;
+  if (fields !== null) {
+    const up = r.up.bytes, down = r.down.bytes;
+    fields.relay = "kernel";
+    const line = closedFields(fields, r.accepted, now, up, down, error);
+    tally.closed(line, now, up, down, r.connectMs >= 0 ? r.connectMs : undefined);
+    return tallied(now);
+  }
+  const ended: KernelRelayResult = { up: r.up.bytes, down: r.down.bytes, endedAt: now };
   if (r.connectMs >= 0) ended.connectMs = r.connectMs;
   if (error !== undefined) ended.error = error;
-  const allow = unsentAllows.get(r.id);
-  if (allow === undefined) return report({ kind: "done", id: r.id, ...ended });
-  unsentAllows.delete(r.id);
-  allow.ended = ended;
+  report({ kind: "done", id: r.id, ...ended });
 }
 
 function ctl(op: number, fd: number, mask: number): boolean {

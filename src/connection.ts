@@ -6,14 +6,7 @@
  * @module
  */
 
-import type {
-  Decided,
-  Greeting,
-  KeptDecision,
-  KernelRelay,
-  KernelRelayResult,
-  RequestEvent,
-} from "../ffi/kernel_relay.ts";
+import type { Greeting, KernelRelay, KernelRelayResult } from "../ffi/kernel_relay.ts";
 import type { Libc } from "../ffi/libc.ts";
 import { originalDestination, type OriginalDstResult } from "../ffi/original_dst.ts";
 import type { SocketAddress } from "../ffi/sockaddr.ts";
@@ -34,7 +27,9 @@ import { decideFirst, decideHead, decideHello, type FirstVerdict } from "./first
 import type { DnsCache } from "./dns_cache.ts";
 import { HttpHeadScanner, MAX_HEAD_BYTES } from "./http_head.ts";
 import { requestCheck, requestEvents } from "./request_check.ts";
-import { type EventFields, log, logEvent } from "./log.ts";
+import { log, logEvent, logLines } from "./log.ts";
+import type { Tally } from "./event_tally.ts";
+import { closedFields, type EventFields } from "./log_line.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import { readPreamble } from "./preamble.ts";
 import { relay, type UpstreamInspector } from "./relay.ts";
@@ -226,32 +221,19 @@ export async function handleGreeting(
 }
 
 /**
- * A connection the relay thread allowed by itself: its ALLOWED line, at the time of the
- * decision, and its count. `KernelRelay` keeps the fields for its later events and its end.
+ * What the relay thread tells of the connections it decided by itself, a batch at a time: their
+ * lines, already formatted, their counts, and the names whose DNS answers it uses.
  */
-export function handleDecided(decided: Decided, plane: KernelRelay, ctx: ConnectionContext): void {
-  logEvent(decided.fields, decided.at);
-  ctx.metrics.connection(decided.fields.proto, "allowed", "none");
-  ctx.metrics.decidedOnThread();
-  shareAnswers(decided.name, ctx, plane, false);
-}
-
-/** A later request on a connection the relay thread allowed: refused, or audited. */
-export function handleDecidedEvent(
-  decided: KeptDecision,
-  event: RequestEvent,
-  ctx: ConnectionContext,
-): void {
-  requestEvents(decided.fields, ctx.metrics)[event.kind](event.reason, event.host);
-}
-
-/** The end of a connection the relay thread allowed: its CLOSED line. */
-export function handleDecidedEnd(
-  decided: KeptDecision,
-  result: KernelRelayResult,
-  ctx: ConnectionContext,
-): void {
-  closedOnThread(decided.fields, decided.accepted, result, ctx);
+export function handleTally(tally: Tally, plane: KernelRelay, ctx: ConnectionContext): void {
+  if (tally.lineCount > 0) logLines(tally.lines, tally.lineCount);
+  const { metrics } = ctx;
+  for (const [proto, decision, reason, count] of tally.connections) {
+    metrics.connection(proto, decision, reason, count);
+  }
+  metrics.decidedOnThread(tally.onThread);
+  for (const ms of tally.connectMs) metrics.connectSeconds(ms / 1000);
+  metrics.bytes(tally.up, tally.down);
+  for (const name of tally.names) shareAnswers(name, ctx, plane, false);
 }
 
 /**
@@ -542,14 +524,5 @@ function logClosed(
   error: string | undefined,
   ended: number = Date.now(),
 ): void {
-  logEvent({
-    ...fields,
-    event: "CLOSED",
-    reason: undefined,
-    would_deny: undefined,
-    up,
-    down,
-    duration_ms: ended - started,
-    error,
-  }, ended);
+  logEvent(closedFields(fields, started, ended, up, down, error), ended);
 }

@@ -15,7 +15,7 @@ import { decideHttp, decideTls, type Decision } from "./decision.ts";
 import { decideDestination, type DstPolicy, type Endpoint } from "./destination_pin.ts";
 import type { HttpHeadResult } from "./http_head.ts";
 import { formatEndpoint } from "./ip_address.ts";
-import type { EventFields } from "./log.ts";
+import type { EventFields } from "./log_line.ts";
 import { selectAllowlist, type SourcePolicy } from "./source_policy.ts";
 import type { ClientHelloScan } from "./tls_client_hello.ts";
 

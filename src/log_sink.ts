@@ -17,8 +17,11 @@ export interface LineWriter {
 export type QueuedSink = Sink & AsyncDisposable & {
   /** Resolves when every line queued so far has been written. */
   flush(): Promise<void>;
-  /** Queues one already formatted line (ending in a newline). */
-  enqueue(line: string): void;
+  /**
+   * Queues already formatted text ending in a newline: one line, or `lines` of them (dropped,
+   * when the queue is full, as that many).
+   */
+  enqueue(text: string, lines?: number): void;
   /** Lines dropped because the queue was full. */
   readonly dropped: number;
 };
@@ -79,12 +82,12 @@ export function queuedSink(
     }
   };
 
-  const enqueue = (line: string) => {
-    if (queued + line.length > maxQueuedBytes) {
-      dropped++;
+  const enqueue = (text: string, lines = 1) => {
+    if (queued + text.length > maxQueuedBytes) {
+      dropped += lines;
     } else {
-      queue.push(line);
-      queued += line.length;
+      queue.push(text);
+      queued += text.length;
     }
     // Lines wait a moment to go out together: each write is a runtime op and a trip through
     // Deno's blocking pool, measured as the main thread's largest cost per connection when

@@ -435,10 +435,10 @@ export class ProxyMetrics {
   }
 
   /**
-   * Counts one decided connection. `reason` defaults to `none` (allowed); a
-   * reason outside the known set is counted as `other`.
+   * Counts `count` decided connections (one by default). `reason` defaults to `none` (allowed);
+   * a reason outside the known set is counted as `other`.
    */
-  connection(proto: Proto, decision: DecisionLabel, reason = "none"): void {
+  connection(proto: Proto, decision: DecisionLabel, reason = "none", count = 1): void {
     const p = PROTO_INDEX[proto];
     if (p === undefined) return; // unreachable for typed callers; never throw on the hot path
     const d = decision === "allowed" ? 0 : 1;
@@ -449,7 +449,7 @@ export class ProxyMetrics {
       cell = this.#connections.labels(PROTO_LABEL[p], DECISION_LABEL[d], this.#reasonNames[ri]);
       row[ri] = cell;
     }
-    cell.value++;
+    cell.inc(count);
   }
 
   /**
@@ -466,9 +466,9 @@ export class ProxyMetrics {
     this.#down.inc(down);
   }
 
-  /** Counts a connection the relay thread allowed by itself. */
-  decidedOnThread(): void {
-    this.#onThread.value++;
+  /** Counts connections the relay thread allowed by itself (one by default). */
+  decidedOnThread(count = 1): void {
+    this.#onThread.inc(count);
   }
 
   /** Counts a garbage collection `thread` ran once quiet. */

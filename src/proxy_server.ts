@@ -20,13 +20,11 @@ import type { CollectingThread, ProxyMetrics } from "./metrics.ts";
 import {
   type ConnectionContext,
   handleConnection,
-  handleDecided,
-  handleDecidedEnd,
-  handleDecidedEvent,
   handleGreeting,
+  handleTally,
   type Proto,
 } from "./connection.ts";
-import { log, logEvent } from "./log.ts";
+import { eventLineFormat, log, logEvent } from "./log.ts";
 import { closeQuietly, errorName } from "./socket.ts";
 
 /** Start-up failure of a listener; the message names the address and port. */
@@ -306,7 +304,16 @@ export class ProxyServer {
         this.#admission,
         planeSettings(this.#config),
         this.#planePolicy(this.#config),
-        (collection) => this.#collected("relay", collection),
+        {
+          // Connections the thread decided by itself are logged and counted here, nothing more.
+          tally: (tally) => {
+            if (this.#kernel !== undefined) {
+              handleTally(tally, this.#kernel, this.#context(this.#config));
+            }
+          },
+          lineFormat: eventLineFormat(),
+          collected: (collection) => this.#collected("relay", collection),
+        },
       );
       if (this.#closed) await kernel.close(); // stopped meanwhile
       else this.#kernel = kernel;
@@ -323,12 +330,6 @@ export class ProxyServer {
     if (kernel === undefined) return false;
     const served = kernel.serve(listener, proto, {
       greeting: (greeting) => this.#greeted(kernel, greeting),
-      // Connections the thread allowed by itself are logged and counted here, nothing more.
-      decided: (decided) => handleDecided(decided, kernel, this.#context(this.#config)),
-      decidedEvent: (decided, event) =>
-        handleDecidedEvent(decided, event, this.#context(this.#config)),
-      decidedEnd: (decided, result) =>
-        handleDecidedEnd(decided, result, this.#context(this.#config)),
       refused: (source, reason) => this.#refused(proto, source, reason),
       acceptError: (error) =>
         log.error("accept failed on {proto} listener: {error}", { proto, error }),

@@ -15,7 +15,8 @@ import { decideName, type Decision, denialMessage, denialResponse } from "./deci
 import { type FramingEvent, RequestFramingTracker } from "./http_framing.ts";
 import type { HttpHeadResult } from "./http_head.ts";
 import { latin1 } from "./latin1.ts";
-import { type EventFields, logEvent } from "./log.ts";
+import { logEvent } from "./log.ts";
+import type { EventFields } from "./log_line.ts";
 import type { ProxyMetrics } from "./metrics.ts";
 import type { UpstreamInspector } from "./relay.ts";
 
@@ -226,23 +227,34 @@ export function requestEvents(
 ): Pick<CheckerContext, "refused" | "audited"> {
   return {
     refused: (reason, host) => {
-      const line: EventFields = { ...fields, event: "DENIED", reason, connect: undefined };
-      if (host !== undefined) line.host = host;
-      logEvent(line);
+      logEvent(refusedFields(fields, reason, host));
       metrics.connection("HTTP", "denied", reason);
     },
     audited: (reason, host) => {
-      logEvent({
-        ...fields,
-        event: "ALLOWED",
-        host,
-        reason,
-        would_deny: true,
-        connect: undefined,
-      });
+      logEvent(auditedFields(fields, reason, host));
       metrics.connection("HTTP", "allowed", reason);
     },
   };
+}
+
+/** The DENIED line of a later request on a connection whose decision line had `fields`. */
+export function refusedFields(
+  fields: EventFields,
+  reason: string,
+  host: string | undefined,
+): EventFields {
+  const line: EventFields = { ...fields, event: "DENIED", reason, connect: undefined };
+  if (host !== undefined) line.host = host;
+  return line;
+}
+
+/** The ALLOWED line (`would_deny`) of a later request audit mode let through. */
+export function auditedFields(
+  fields: EventFields,
+  reason: string,
+  host: string | undefined,
+): EventFields {
+  return { ...fields, event: "ALLOWED", host, reason, would_deny: true, connect: undefined };
 }
 
 /** Builds the checker for one HTTP connection relayed through `Deno.Conn`s. */

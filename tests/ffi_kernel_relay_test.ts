@@ -51,9 +51,6 @@ const noop = () => {};
 /** Handlers for a listener whose connections nobody looks at. */
 const IGNORED: ListenerHandlers = {
   greeting: noop,
-  decided: noop,
-  decidedEvent: noop,
-  decidedEnd: noop,
   refused: noop,
   acceptError: noop,
 };
@@ -115,6 +112,14 @@ async function withPlane(
     admission,
     { ...SETTINGS, ...settings },
     POLICY,
+    {
+      tally: (tally) => {
+        if (tally.onThread > 0) {
+          throw new Error(`not redirected, yet allowed on the thread: ${tally.lines}`);
+        }
+      },
+      lineFormat: "text",
+    },
   );
   const listener = Deno.listen({ hostname: "127.0.0.1", port: 0 });
   const arrived: Greeting[] = [];
@@ -144,11 +149,6 @@ async function withPlane(
         resolve(g);
       }
     },
-    decided: (d) => {
-      throw new Error(`not redirected, yet allowed on the thread: ${JSON.stringify(d)}`);
-    },
-    decidedEvent: () => {},
-    decidedEnd: () => {},
     refused: (source, reason) => plane.refusals.push({ source, reason }),
     acceptError: (error) => {
       throw new Error(`accept failed: ${error}`);

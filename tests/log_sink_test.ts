@@ -61,3 +61,16 @@ Deno.test("queuedSink: a writer that fails does not throw into the logger", asyn
   sink(record(2)); // still accepted, silently discarded
   await sink.flush();
 });
+
+Deno.test("queuedSink: a text of several lines is dropped as that many lines", async () => {
+  const writer = slowWriter(1 << 20);
+  const sink = queuedSink(writer, format, 100);
+  sink.enqueue("a\nb\n", 2);
+  sink.enqueue(`${"x".repeat(60)}\n${"y".repeat(60)}\n`, 2); // over the bound: both lost
+  sink.enqueue("c\n");
+  await sink.flush();
+  assert.equal(sink.dropped, 2);
+  const text = writer.text();
+  assert.ok(text.startsWith("a\nb\nc\n"), text);
+  assert.match(text, /WARN 2 log lines dropped/);
+});

@@ -3,14 +3,15 @@ import fc from "fast-check";
 import { configure, dispose, type LogRecord } from "@logtape/logtape";
 import {
   closeLogging,
-  type EventFields,
+  eventLineFormat,
   formatJsonLine,
   formatTextLine,
-  formatValue,
   log,
   logEvent,
+  logLines,
   setupLogging,
 } from "../src/log.ts";
+import { type EventFields, formatValue } from "../src/log_line.ts";
 
 const T = Date.parse("2026-04-23T10:00:01Z");
 
@@ -542,4 +543,36 @@ Deno.test("logEvent: a line written later carries the time it is given, in both 
       assert.ok(!lines[1].startsWith("2026-04-23"), lines[1]);
     }
   }
+});
+
+Deno.test("eventLineFormat and logLines: lines formatted elsewhere join the same queue", async () => {
+  assert.equal(eventLineFormat(), null, "not set up");
+  logLines("lost\n", 1); // nowhere to go yet: dropped, never thrown
+  for (
+    const [level, format, expected] of [
+      ["info", "text", "text"],
+      ["debug", "json", "json"],
+      ["warning", "text", null],
+    ] as const
+  ) {
+    const written: string[] = [];
+    const writer = {
+      write: (bytes: Uint8Array) => {
+        written.push(new TextDecoder().decode(bytes));
+        return Promise.resolve(bytes.length);
+      },
+    };
+    await setupLogging(level, format, writer);
+    try {
+      assert.equal(eventLineFormat(), expected, `${level} ${format}`);
+      logLines("one\ntwo\n", 2);
+      log.warn("after");
+    } finally {
+      await closeLogging();
+    }
+    const text = written.join("");
+    assert.ok(text.startsWith("one\ntwo\n"), text);
+    assert.match(text, /after/);
+  }
+  assert.equal(eventLineFormat(), null, "closed");
 });

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { parseAllowlist } from "../src/allowlist.ts";
-import type { EventFields } from "../src/log.ts";
+import type { EventFields } from "../src/log_line.ts";
 import { ProxyMetrics } from "../src/metrics.ts";
 import { isSwitchAnswer, requestCheck, RequestChecker } from "../src/request_check.ts";
 import { RequestFramingTracker } from "../src/http_framing.ts";

@@ -1,0 +1,107 @@
+/**
+ * What the relay thread tells the main thread about the connections it decides by itself,
+ * gathered between two reports: their log lines, already formatted, and their counts. One
+ * report per batch instead of a record per connection spares the main thread a structured
+ * clone, a formatted line and a kept record for each; it keeps nothing of them.
+ *
+ * Pure: no I/O.
+ * @module
+ */
+
+import type { DecisionLabel, Proto } from "./metrics.ts";
+import { type EventFields, formatEventLine, type LineFormat } from "./log_line.ts";
+
+/** One batch's worth, as it crosses to the main thread. */
+export interface Tally {
+  /** The lines, newlines included, in the order of their events. */
+  lines: string;
+  lineCount: number;
+  /** Decided connections and later requests: `[proto, decision, reason, count]`. */
+  connections: [Proto, DecisionLabel, string, number][];
+  /** Connections allowed by the thread itself. */
+  onThread: number;
+  /** Upstream connect times of the connections that ended, in milliseconds. */
+  connectMs: number[];
+  up: number;
+  down: number;
+  /** The names connections were allowed for, each once (their DNS answers are kept fresh). */
+  names: string[];
+}
+
+/** Gathers a {@link Tally}; lines are written in `format`, or not at all when it is null. */
+export class EventTally {
+  #format: LineFormat | null;
+  #lines = "";
+  #lineCount = 0;
+  #connections = new Map<string, [Proto, DecisionLabel, string, number]>();
+  #onThread = 0;
+  #connectMs: number[] = [];
+  #up = 0;
+  #down = 0;
+  #names = new Set<string>();
+
+  constructor(format: LineFormat | null) {
+    this.#format = format;
+  }
+
+  /** Nothing gathered since the last {@link take}. */
+  get empty(): boolean {
+    return this.#lineCount === 0 && this.#connections.size === 0 && this.#connectMs.length === 0 &&
+      this.#up === 0 && this.#down === 0;
+  }
+
+  /** A decision line (`ALLOWED` or `DENIED`) at `at`, counted under `reason` (`none`: allowed). */
+  decision(fields: EventFields, at: number, reason = "none"): void {
+    this.#line(fields, at);
+    const decision: DecisionLabel = fields.event === "DENIED" ? "denied" : "allowed";
+    const key = `${fields.proto} ${decision} ${reason}`;
+    const known = this.#connections.get(key);
+    if (known !== undefined) known[3]++;
+    else this.#connections.set(key, [fields.proto, decision, reason, 1]);
+  }
+
+  /** A connection the thread allowed by itself, for `name`: its ALLOWED line and counts. */
+  allowed(fields: EventFields, at: number, name: string): void {
+    this.decision(fields, at);
+    this.#onThread++;
+    this.#names.add(name);
+  }
+
+  /** A connection's end: its CLOSED line (`fields` already say so) and its byte counts. */
+  closed(fields: EventFields, at: number, up: number, down: number, connectMs?: number): void {
+    this.#line(fields, at);
+    this.#up += up;
+    this.#down += down;
+    if (connectMs !== undefined) this.#connectMs.push(connectMs);
+  }
+
+  /** Everything gathered, which starts over; null when there is nothing. */
+  take(): Tally | null {
+    if (this.empty) return null;
+    const tally: Tally = {
+      lines: this.#lines,
+      lineCount: this.#lineCount,
+      connections: [...this.#connections.values()],
+      onThread: this.#onThread,
+      connectMs: this.#connectMs,
+      up: this.#up,
+      down: this.#down,
+      names: [...this.#names],
+    };
+    this.#lines = "";
+    this.#lineCount = 0;
+    this.#connections.clear();
+    this.#onThread = 0;
+    this.#connectMs = [];
+    this.#up = 0;
+    this.#down = 0;
+    this.#names.clear();
+    return tally;
+  }
+
+  #line(fields: EventFields, at: number): void {
+    if (this.#format === null) return;
+    this.#lines += formatEventLine(fields, at, this.#format);
+    this.#lineCount++;
+  }
+}
