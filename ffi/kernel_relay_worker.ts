@@ -360,9 +360,13 @@ function report(message: RelayReport): void {
   } else if (lateSince === 0) lateSince = Date.now();
 }
 
-/** Something went into the tally: it goes with the next batch, at the latest once it is late. */
+/**
+ * Something went into the tally: it goes with the next batch, at the latest once it is late, or
+ * at once when its lines have grown large.
+ */
 function tallied(now: number): void {
   if (lateSince === 0) lateSince = now;
+  if (tally.full) urgent = true;
 }
 
 /**
@@ -375,8 +379,12 @@ function flushReports(force = false): void {
   if (outbox.length === 0 && tally.empty) return;
   if (!force && !urgent && Date.now() - lateSince < LATE_REPORT_MS) return;
   const gathered = tally.take();
-  if (gathered !== null) outbox.unshift({ kind: "tally", tally: gathered });
-  self.postMessage(outbox.splice(0));
+  if (gathered === null) self.postMessage(outbox.splice(0));
+  else {
+    outbox.unshift({ kind: "tally", tally: gathered });
+    // The lines' buffer is the tally's own copy: moved, not copied again.
+    self.postMessage(outbox.splice(0), [gathered.lines.buffer]);
+  }
   urgent = false;
   lateSince = 0;
 }

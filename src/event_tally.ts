@@ -4,6 +4,10 @@
  * report per batch instead of a record per connection spares the main thread a structured
  * clone, a formatted line and a kept record for each; it keeps nothing of them.
  *
+ * The lines are kept as bytes from the start: a text held until the report goes outlives the
+ * young generation's collections, and V8 grew the thread's young generation for it (about 0.3 KiB
+ * more resident per idle connection after a burst).
+ *
  * Pure: no I/O.
  * @module
  */
@@ -13,8 +17,8 @@ import { type EventFields, formatEventLine, type LineFormat } from "./log_line.t
 
 /** One batch's worth, as it crosses to the main thread. */
 export interface Tally {
-  /** The lines, newlines included, in the order of their events. */
-  lines: string;
+  /** The lines as UTF-8 (ASCII in fact), newlines included, in the order of their events. */
+  lines: Uint8Array<ArrayBuffer>;
   lineCount: number;
   /** Decided connections and later requests: `[proto, decision, reason, count]`. */
   connections: [Proto, DecisionLabel, string, number][];
@@ -28,10 +32,16 @@ export interface Tally {
   names: string[];
 }
 
+/** Bytes of lines after which a tally asks to be sent without waiting (see {@link full}). */
+export const TALLY_FLUSH_BYTES = 256 * 1024;
+
+const encoder = new TextEncoder();
+
 /** Gathers a {@link Tally}; lines are written in `format`, or not at all when it is null. */
 export class EventTally {
   #format: LineFormat | null;
-  #lines = "";
+  #bytes: Uint8Array<ArrayBuffer> = new Uint8Array(16 * 1024);
+  #length = 0;
   #lineCount = 0;
   #connections = new Map<string, [Proto, DecisionLabel, string, number]>();
   #onThread = 0;
@@ -42,6 +52,11 @@ export class EventTally {
 
   constructor(format: LineFormat | null) {
     this.#format = format;
+  }
+
+  /** Enough lines gathered to send them now rather than wait for the batch's time. */
+  get full(): boolean {
+    return this.#length >= TALLY_FLUSH_BYTES;
   }
 
   /** Nothing gathered since the last {@link take}. */
@@ -79,7 +94,7 @@ export class EventTally {
   take(): Tally | null {
     if (this.empty) return null;
     const tally: Tally = {
-      lines: this.#lines,
+      lines: this.#bytes.slice(0, this.#length),
       lineCount: this.#lineCount,
       connections: [...this.#connections.values()],
       onThread: this.#onThread,
@@ -88,7 +103,7 @@ export class EventTally {
       down: this.#down,
       names: [...this.#names],
     };
-    this.#lines = "";
+    this.#length = 0;
     this.#lineCount = 0;
     this.#connections.clear();
     this.#onThread = 0;
@@ -101,7 +116,18 @@ export class EventTally {
 
   #line(fields: EventFields, at: number): void {
     if (this.#format === null) return;
-    this.#lines += formatEventLine(fields, at, this.#format);
+    const line = formatEventLine(fields, at, this.#format);
+    for (;;) {
+      const { read, written } = encoder.encodeInto(line, this.#bytes.subarray(this.#length));
+      if (read === line.length) {
+        this.#length += written;
+        break;
+      }
+      // Grows by doubling; a batch is bounded by time and by `full`, which sends it early.
+      const grown = new Uint8Array(this.#bytes.length * 2);
+      grown.set(this.#bytes.subarray(0, this.#length));
+      this.#bytes = grown;
+    }
     this.#lineCount++;
   }
 }

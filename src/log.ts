@@ -80,7 +80,7 @@ export function eventLineFormat(): LineFormat | null {
 }
 
 /** Writes `count` decision lines formatted elsewhere (the relay thread), given as one text. */
-export function logLines(text: string, count: number): void {
+export function logLines(text: string | Uint8Array, count: number): void {
   events?.sink.enqueue(text, count);
 }
 

@@ -19,9 +19,9 @@ export type QueuedSink = Sink & AsyncDisposable & {
   flush(): Promise<void>;
   /**
    * Queues already formatted text ending in a newline: one line, or `lines` of them (dropped,
-   * when the queue is full, as that many).
+   * when the queue is full, as that many); as bytes, written as they are.
    */
-  enqueue(text: string, lines?: number): void;
+  enqueue(text: string | Uint8Array, lines?: number): void;
   /** Lines dropped because the queue was full. */
   readonly dropped: number;
 };
@@ -42,7 +42,7 @@ export function queuedSink(
   maxQueuedBytes = DEFAULT_MAX_QUEUED_BYTES,
 ): QueuedSink {
   const encoder = new TextEncoder();
-  let queue: string[] = [];
+  let queue: (string | Uint8Array)[] = [];
   let queued = 0;
   let dropped = 0;
   let reportedDrops = 0;
@@ -63,13 +63,19 @@ export function queuedSink(
         queue = [];
         queued = 0;
         for (let i = 0; i < lines.length;) {
-          let batch = "";
-          while (
-            i < lines.length && (batch === "" || batch.length + lines[i].length <= BATCH_CHARS)
-          ) {
-            batch += lines[i++];
+          const first = lines[i];
+          let bytes: Uint8Array;
+          if (typeof first !== "string") {
+            bytes = first;
+            i++;
+          } else {
+            let batch = first;
+            for (let next = lines[++i]; typeof next === "string"; next = lines[++i]) {
+              if (batch.length + next.length > BATCH_CHARS) break;
+              batch += next;
+            }
+            bytes = encoder.encode(batch);
           }
-          const bytes = encoder.encode(batch);
           for (let off = 0; off < bytes.length;) off += await writer.write(bytes.subarray(off));
         }
       }
@@ -82,7 +88,7 @@ export function queuedSink(
     }
   };
 
-  const enqueue = (text: string, lines = 1) => {
+  const enqueue = (text: string | Uint8Array, lines = 1) => {
     if (queued + text.length > maxQueuedBytes) {
       dropped += lines;
     } else {

@@ -1,10 +1,11 @@
 import assert from "node:assert/strict";
 import fc from "fast-check";
-import { EventTally } from "../src/event_tally.ts";
+import { EventTally, TALLY_FLUSH_BYTES } from "../src/event_tally.ts";
 import { closedFields, type EventFields, formatEventLine } from "../src/log_line.ts";
 import { auditedFields, refusedFields } from "../src/request_check.ts";
 
 const T = Date.parse("2026-04-23T10:00:01Z");
+const decoder = new TextDecoder();
 
 function allowedHttp(peer = "198.18.0.5:40000", host = "a.test"): EventFields {
   return { event: "ALLOWED", proto: "HTTP", peer, dst: "198.19.0.10:80", host };
@@ -23,19 +24,20 @@ Deno.test("EventTally: an allow, a refused later request and the end, as one bat
   assert.equal(tally.empty, false);
   const t = tally.take();
   assert.ok(t !== null);
+  const lines = decoder.decode(t.lines);
   assert.equal(
-    t.lines,
+    lines,
     formatEventLine(fields, T, "text") + formatEventLine(denied, T + 5, "text") +
       formatEventLine(closed, T + 9, "text"),
   );
   assert.equal(t.lineCount, 3);
-  assert.deepEqual(t.lines.split("\n").slice(0, 3).map((l) => l.split(" ")[2]), [
+  assert.deepEqual(lines.split("\n").slice(0, 3).map((l) => l.split(" ")[2]), [
     "ALLOWED",
     "DENIED",
     "CLOSED",
   ]);
-  assert.match(t.lines, /DENIED HTTP peer=198\.18\.0\.5:40000 dst=198\.19\.0\.10:80 host=b\.test/);
-  assert.match(t.lines, / relay=kernel up=120 down=4000 duration_ms=11\n$/);
+  assert.match(lines, /DENIED HTTP peer=198\.18\.0\.5:40000 dst=198\.19\.0\.10:80 host=b\.test/);
+  assert.match(lines, / relay=kernel up=120 down=4000 duration_ms=11\n$/);
   assert.deepEqual(t.connections, [
     ["HTTP", "allowed", "none", 1],
     ["HTTP", "denied", "host_not_allowed", 1],
@@ -71,7 +73,7 @@ Deno.test("EventTally: counts add up by protocol, decision and reason; names com
   ]);
   assert.equal(t.onThread, 4);
   assert.deepEqual(t.names, ["a.test", "b.test"]);
-  const lines = t.lines.trimEnd().split("\n").map((l) => JSON.parse(l));
+  const lines = decoder.decode(t.lines).trimEnd().split("\n").map((l) => JSON.parse(l));
   assert.equal(lines.length, t.lineCount);
   assert.equal(lines[4].would_deny, true);
   assert.equal(lines[4].host, "c.test");
@@ -84,7 +86,7 @@ Deno.test("EventTally: with no line format it writes no line and still counts", 
   tally.closed(closedFields(allowedHttp(), T, T, 1, 2, "idle_timeout"), T, 1, 2);
   const t = tally.take();
   assert.ok(t !== null);
-  assert.equal(t.lines, "");
+  assert.equal(decoder.decode(t.lines), "");
   assert.equal(t.lineCount, 0);
   assert.deepEqual(t.connections, [["HTTP", "allowed", "none", 1]]);
   assert.equal(t.up + t.down, 3);
@@ -130,9 +132,10 @@ Deno.test("property: a tally is the sum of its events, whatever their order", ()
     const t = tally.take();
     assert.equal(t === null, events.length === 0, "every event is a line");
     if (t === null) return;
-    assert.equal(t.lines, expectedLines);
+    const lines = decoder.decode(t.lines);
+    assert.equal(lines, expectedLines);
     assert.equal(t.lineCount, events.length);
-    assert.equal(t.lines.split("\n").length - 1, events.length, "one line per event");
+    assert.equal(lines.split("\n").length - 1, events.length, "one line per event");
     assert.equal(t.connections.reduce((n, c) => n + c[3], 0), decisions);
     assert.equal(t.onThread, onThread);
     assert.equal(t.up, up);
@@ -141,4 +144,26 @@ Deno.test("property: a tally is the sum of its events, whatever their order", ()
     assert.deepEqual(new Set(t.names), names);
     assert.equal(t.names.length, names.size);
   }));
+});
+
+Deno.test("EventTally: lines past its buffer grow it, byte for byte; a large batch asks to go early", () => {
+  const tally = new EventTally("json");
+  let expected = "";
+  let n = 0;
+  while (!tally.full) {
+    const fields = allowedHttp(`198.18.${n >> 8 & 255}.${n & 255}:${1024 + n}`, `h${n}.a.test`);
+    tally.allowed(fields, T + n, `h${n}.a.test`);
+    expected += formatEventLine(fields, T + n, "json");
+    n++;
+  }
+  const t = tally.take();
+  assert.ok(t !== null);
+  assert.ok(t.lines.length >= TALLY_FLUSH_BYTES, String(t.lines.length));
+  assert.equal(decoder.decode(t.lines), expected);
+  assert.equal(t.lineCount, n);
+  assert.equal(tally.full, false, "taken: empty again");
+  // The buffer is reused from the start, and what was taken is the tally's own copy.
+  tally.allowed(allowedHttp(), T, "a.test");
+  assert.equal(decoder.decode(t.lines), expected);
+  assert.equal(decoder.decode(tally.take()!.lines), formatEventLine(allowedHttp(), T, "json"));
 });

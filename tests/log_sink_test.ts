@@ -74,3 +74,17 @@ Deno.test("queuedSink: a text of several lines is dropped as that many lines", a
   assert.ok(text.startsWith("a\nb\nc\n"), text);
   assert.match(text, /WARN 2 log lines dropped/);
 });
+
+Deno.test("queuedSink: bytes and texts go out in the order they were queued", async () => {
+  const writer = slowWriter(7);
+  const sink = queuedSink(writer, format);
+  const encoder = new TextEncoder();
+  sink.enqueue("one\n");
+  sink.enqueue(encoder.encode("two\nthree\n"), 2);
+  sink.enqueue("four\n");
+  sink.enqueue("five\n");
+  sink.enqueue(encoder.encode("six\n"));
+  await sink.flush();
+  assert.equal(writer.text(), "one\ntwo\nthree\nfour\nfive\nsix\n");
+  assert.equal(sink.dropped, 0);
+});
