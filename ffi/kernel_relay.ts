@@ -1,24 +1,25 @@
 /**
  * The relay thread, seen from the main thread: accepting, reading the first flight (request head
  * or ClientHello) and relaying every connection on a thread of its own, through libc
- * (`kernel_relay_worker.ts`), while the main thread keeps the logs, the metrics, DNS and every
- * decision but the plainest.
+ * (`kernel_relay_worker.ts`), while the main thread keeps the log output, the metrics, DNS and
+ * every decision but the plainest.
  *
  * The listeners stay Deno's (bound, reported and closed as before), but nothing in Deno accepts
  * on them: each listener's socket is duplicated for the thread and taken out of Deno's reactor.
  * The thread accepts, counts each connection against the shared limits and reads its first
  * flight. A plain allow (redirected, allowed, its name's addresses in the thread's copy of the
- * DNS cache: `first_verdict.ts`) it forwards at once and logs and counts itself; everything else it
- * sends here as a greeting, which {@link KernelRelay.forward}, {@link KernelRelay.refuse} (HTTP)
- * or {@link KernelRelay.dismiss} (TLS) answers, and {@link KernelRelay.learn} gives the thread
- * the answers that let it allow the name's next connections itself.
+ * DNS cache: `first_verdict.ts`) it forwards at once, writing its lines and counts itself;
+ * everything else it sends here as a greeting, which {@link KernelRelay.forward},
+ * {@link KernelRelay.refuse} (HTTP) or {@link KernelRelay.dismiss} (TLS) answers, and
+ * {@link KernelRelay.learn} gives the thread the answers that let it allow the name's next
+ * connections itself.
  *
  * Why: through `Deno.Conn`, a connection costs an accept, a read, a connect and a write per
  * direction as runtime ops with their promises, timers and buffers, and an idle relay holds a
- * pending read (about 16 KiB) on each socket. Here the main thread sees a connection the thread
- * allowed in a batch's tally, with no round trip before it is forwarded: its lines come formatted, with its counts, in one tally per batch of reports, and
- * nothing of it is kept here. An idle connection costs its two kernel sockets, an epoll entry and
- * a small record on the thread.
+ * pending read (about 16 KiB) on each socket. Here a connection the thread allowed is forwarded
+ * with no round trip, and the main thread only sees its lines, already formatted, and its counts,
+ * in the tally that comes with each batch of reports; nothing of it is kept here. An idle
+ * connection costs its two kernel sockets, an epoll entry and a small record on the thread.
  * @module
  */
 
