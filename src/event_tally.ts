@@ -34,13 +34,19 @@ export interface Tally {
 
 /** Bytes of lines after which a tally asks to be sent without waiting (see {@link full}). */
 export const TALLY_FLUSH_BYTES = 256 * 1024;
+const INITIAL_BYTES = 16 * 1024;
+/**
+ * Largest buffer kept between batches: a sweep that ends thousands of idle connections at once
+ * grows it far beyond that, and it would stay resident.
+ */
+const KEPT_BYTES = 2 * TALLY_FLUSH_BYTES;
 
 const encoder = new TextEncoder();
 
 /** Gathers a {@link Tally}; lines are written in `format`, or not at all when it is null. */
 export class EventTally {
   #format: LineFormat | null;
-  #bytes: Uint8Array<ArrayBuffer> = new Uint8Array(16 * 1024);
+  #bytes: Uint8Array<ArrayBuffer> = new Uint8Array(INITIAL_BYTES);
   #length = 0;
   #lineCount = 0;
   #connections = new Map<string, [Proto, DecisionLabel, string, number]>();
@@ -104,6 +110,7 @@ export class EventTally {
       names: [...this.#names],
     };
     this.#length = 0;
+    if (this.#bytes.length > KEPT_BYTES) this.#bytes = new Uint8Array(INITIAL_BYTES);
     this.#lineCount = 0;
     this.#connections.clear();
     this.#onThread = 0;
