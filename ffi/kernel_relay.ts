@@ -157,10 +157,11 @@ export interface WorkerInit {
 /** What the main thread hears from the thread besides each listener's connections. */
 export interface RelayHooks {
   /**
-   * The lines and counts of the connections the thread decided by itself, in batches: the
-   * main thread keeps nothing of those connections.
+   * The lines and counts of the connections the thread decided by itself, in batches, from
+   * `relay` (which the names' DNS answers go back to): the main thread keeps nothing of those
+   * connections.
    */
-  tally?: (tally: Tally) => void;
+  tally?: (tally: Tally, relay: KernelRelay) => void;
   /** The form of the tally's lines (`LOG_FORMAT`); none are written when null or absent. */
   lineFormat?: LineFormat | null;
   /** The thread's idle garbage collections. */
@@ -633,7 +634,7 @@ export class KernelRelay {
         return;
       }
       case "tally":
-        return this.#hooks.tally?.(report.tally);
+        return this.#hooks.tally?.(report.tally, this);
       case "refused":
         return this.#listeners.get(report.listenId)?.refused(report.source, report.reason);
       case "accept_error":

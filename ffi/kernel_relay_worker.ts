@@ -830,12 +830,8 @@ function forward(c: Extract<RelayCommand, { kind: "forward" }>): void {
 function relayAllowed(): void {
   for (const { g, connectTo, check, fields, accepted } of allowed.splice(0)) {
     if (greeted.has(g.id)) relay(g, connectTo, settings, check, fields, accepted);
-    else {
-      // Not expected (a decided greeting is read no more), but its end must still be told.
-      const now = Date.now();
-      tally.closed(closedFields(fields, accepted, now, 0, 0, "closed"), now, 0, 0);
-      tallied(now);
-    }
+    // Not expected (a decided greeting is read no more), but its end must still be told.
+    else closedOnThread(fields, accepted, Date.now(), 0, 0, "closed");
   }
 }
 
@@ -1119,18 +1115,30 @@ function finish(r: Relayed, error?: string): void {
     admission.release(r.source);
   }
   const now = Date.now();
-  const { fields } = r;
-  if (fields !== null) {
-    const up = r.up.bytes, down = r.down.bytes;
-    fields.relay = "kernel";
-    const line = closedFields(fields, r.accepted, now, up, down, error);
-    tally.closed(line, now, up, down, r.connectMs >= 0 ? r.connectMs : undefined);
-    return tallied(now);
+  const up = r.up.bytes, down = r.down.bytes;
+  const connectMs = r.connectMs >= 0 ? r.connectMs : undefined;
+  if (r.fields !== null) {
+    return closedOnThread(r.fields, r.accepted, now, up, down, error, connectMs);
   }
-  const ended: KernelRelayResult = { up: r.up.bytes, down: r.down.bytes, endedAt: now };
-  if (r.connectMs >= 0) ended.connectMs = r.connectMs;
+  const ended: KernelRelayResult = { up, down, endedAt: now };
+  if (connectMs !== undefined) ended.connectMs = connectMs;
   if (error !== undefined) ended.error = error;
   report({ kind: "done", id: r.id, ...ended });
+}
+
+/** The CLOSED line and counts of a connection this thread allowed by itself, into the tally. */
+function closedOnThread(
+  fields: EventFields,
+  accepted: number,
+  now: number,
+  up: number,
+  down: number,
+  error: string | undefined,
+  connectMs?: number,
+): void {
+  fields.relay = "kernel";
+  tally.closed(closedFields(fields, accepted, now, up, down, error), now, up, down, connectMs);
+  tallied(now);
 }
 
 function ctl(op: number, fd: number, mask: number): boolean {

@@ -306,11 +306,7 @@ export class ProxyServer {
         this.#planePolicy(this.#config),
         {
           // Connections the thread decided by itself are logged and counted here, nothing more.
-          tally: (tally) => {
-            if (this.#kernel !== undefined) {
-              handleTally(tally, this.#kernel, this.#context(this.#config));
-            }
-          },
+          tally: (tally, relay) => handleTally(tally, relay, this.#context(this.#config)),
           lineFormat: eventLineFormat(),
           collected: (collection) => this.#collected("relay", collection),
         },
