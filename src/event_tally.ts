@@ -13,7 +13,7 @@
  */
 
 import type { DecisionLabel, Proto } from "./metrics.ts";
-import { type EventFields, formatEventLine, type LineFormat } from "./log_line.ts";
+import { type EventFields, EventLines, type LineFormat } from "./log_line.ts";
 
 /** One batch's worth, as it crosses to the main thread. */
 export interface Tally {
@@ -34,22 +34,22 @@ export interface Tally {
 
 /** Bytes of lines after which a tally asks to be sent without waiting (see {@link full}). */
 export const TALLY_FLUSH_BYTES = 256 * 1024;
-const INITIAL_BYTES = 16 * 1024;
 /**
  * Largest buffer kept between batches: a sweep that ends thousands of idle connections at once
  * grows it far beyond that, and it would stay resident.
  */
 const KEPT_BYTES = 2 * TALLY_FLUSH_BYTES;
 
-const encoder = new TextEncoder();
-
 /** Gathers a {@link Tally}; lines are written in `format`, or not at all when it is null. */
 export class EventTally {
-  #format: LineFormat | null;
-  #bytes: Uint8Array<ArrayBuffer> = new Uint8Array(INITIAL_BYTES);
-  #length = 0;
+  #lines: EventLines | null;
   #lineCount = 0;
-  #connections = new Map<string, [Proto, DecisionLabel, string, number]>();
+  /**
+   * Counts by reason, one map per protocol and decision (HTTP and HTTPS, allowed and denied):
+   * keyed by the reason alone, a constant text, no key is built per connection.
+   */
+  #connections = [0, 1, 2, 3].map(() => new Map<string, [Proto, DecisionLabel, string, number]>());
+  #counted = 0;
   #onThread = 0;
   #connectMs: number[] = [];
   #up = 0;
@@ -57,17 +57,17 @@ export class EventTally {
   #names = new Set<string>();
 
   constructor(format: LineFormat | null) {
-    this.#format = format;
+    this.#lines = format === null ? null : new EventLines(format, KEPT_BYTES);
   }
 
   /** Enough lines gathered to send them now rather than wait for the batch's time. */
   get full(): boolean {
-    return this.#length >= TALLY_FLUSH_BYTES;
+    return this.#lines !== null && this.#lines.length >= TALLY_FLUSH_BYTES;
   }
 
   /** Nothing gathered since the last {@link take}. */
   get empty(): boolean {
-    return this.#lineCount === 0 && this.#connections.size === 0 && this.#connectMs.length === 0 &&
+    return this.#lineCount === 0 && this.#counted === 0 && this.#connectMs.length === 0 &&
       this.#up === 0 && this.#down === 0;
   }
 
@@ -75,10 +75,12 @@ export class EventTally {
   decision(fields: EventFields, at: number, reason = "none"): void {
     this.#line(fields, at);
     const decision: DecisionLabel = fields.event === "DENIED" ? "denied" : "allowed";
-    const key = `${fields.proto} ${decision} ${reason}`;
-    const known = this.#connections.get(key);
+    const counts =
+      this.#connections[(fields.proto === "HTTP" ? 0 : 2) + (decision === "allowed" ? 0 : 1)];
+    const known = counts.get(reason);
     if (known !== undefined) known[3]++;
-    else this.#connections.set(key, [fields.proto, decision, reason, 1]);
+    else counts.set(reason, [fields.proto, decision, reason, 1]);
+    this.#counted++;
   }
 
   /** A connection the thread allowed by itself, for `name`: its ALLOWED line and counts. */
@@ -100,19 +102,18 @@ export class EventTally {
   take(): Tally | null {
     if (this.empty) return null;
     const tally: Tally = {
-      lines: this.#bytes.slice(0, this.#length),
+      lines: this.#lines?.take() ?? new Uint8Array(0),
       lineCount: this.#lineCount,
-      connections: [...this.#connections.values()],
+      connections: this.#connections.flatMap((counts) => [...counts.values()]),
       onThread: this.#onThread,
       connectMs: this.#connectMs,
       up: this.#up,
       down: this.#down,
       names: [...this.#names],
     };
-    this.#length = 0;
-    if (this.#bytes.length > KEPT_BYTES) this.#bytes = new Uint8Array(INITIAL_BYTES);
     this.#lineCount = 0;
-    this.#connections.clear();
+    for (const counts of this.#connections) counts.clear();
+    this.#counted = 0;
     this.#onThread = 0;
     this.#connectMs = [];
     this.#up = 0;
@@ -122,19 +123,8 @@ export class EventTally {
   }
 
   #line(fields: EventFields, at: number): void {
-    if (this.#format === null) return;
-    const line = formatEventLine(fields, at, this.#format);
-    for (;;) {
-      const { read, written } = encoder.encodeInto(line, this.#bytes.subarray(this.#length));
-      if (read === line.length) {
-        this.#length += written;
-        break;
-      }
-      // Grows by doubling; a batch is bounded by time and by `full`, which sends it early.
-      const grown = new Uint8Array(this.#bytes.length * 2);
-      grown.set(this.#bytes.subarray(0, this.#length));
-      this.#bytes = grown;
-    }
+    if (this.#lines === null) return;
+    this.#lines.write(fields, at);
     this.#lineCount++;
   }
 }

@@ -9,8 +9,8 @@ import { LEVELS, type LogLevel } from "./config.ts";
 import { type LineWriter, type QueuedSink, queuedSink } from "./log_sink.ts";
 import {
   type EventFields,
-  eventText,
-  formatEventLine,
+  eventLine,
+  EventLines,
   formatValue,
   jsonObject,
   LEVEL_WORD,
@@ -26,18 +26,16 @@ function renderMessage(record: LogRecord): string {
 /** `2026-04-23T10:00:01Z INFO ALLOWED HTTP peer=… dst=… host=…` */
 export function formatTextLine(record: LogRecord): string {
   const props = record.properties as Record<string, unknown>;
-  let line = `${textTime(record.timestamp)} ${
-    LEVEL_WORD[record.level] ?? record.level.toUpperCase()
-  } `;
-  if (typeof props.event === "string") line += eventText(props);
-  else {
-    line += renderMessage(record);
-    // Properties the message already shows are not repeated.
-    const template = typeof record.rawMessage === "string" ? record.rawMessage : "";
-    for (const [key, value] of Object.entries(props)) {
-      if (value !== undefined && !template.includes(`{${key}}`)) {
-        line += ` ${key}=${formatValue(value)}`;
-      }
+  const level = LEVEL_WORD[record.level] ?? record.level.toUpperCase();
+  if (typeof props.event === "string") {
+    return eventLine(props as unknown as EventFields, record.timestamp, "text", level);
+  }
+  let line = `${textTime(record.timestamp)} ${level} ${renderMessage(record)}`;
+  // Properties the message already shows are not repeated.
+  const template = typeof record.rawMessage === "string" ? record.rawMessage : "";
+  for (const [key, value] of Object.entries(props)) {
+    if (value !== undefined && !template.includes(`{${key}}`)) {
+      line += ` ${key}=${formatValue(value)}`;
     }
   }
   return line + "\n";
@@ -47,8 +45,10 @@ export function formatTextLine(record: LogRecord): string {
 export function formatJsonLine(record: LogRecord): string {
   const props = record.properties as Record<string, unknown>;
   const level = LEVEL_WORD[record.level] ?? record.level.toUpperCase();
-  const message = typeof props.event === "string" ? undefined : renderMessage(record);
-  return jsonObject(record.timestamp, level, message, props);
+  if (typeof props.event === "string") {
+    return eventLine(props as unknown as EventFields, record.timestamp, "json", level);
+  }
+  return jsonObject(record.timestamp, level, renderMessage(record), props);
 }
 
 /** The project's logger; everything logs through it. */
@@ -60,7 +60,7 @@ export const log: Logger = getLogger(["proxy-please"]);
  * the proxy's hottest logging path), in `format` (null: INFO is filtered out). Null before
  * that: through logtape (tests).
  */
-let events: { sink: QueuedSink; format: LineFormat | null } | null = null;
+let events: { sink: QueuedSink; lines: EventLines | null } | null = null;
 
 /**
  * Logs one decision or closing line at INFO. `at`: when it happened (ms since the epoch);
@@ -68,7 +68,10 @@ let events: { sink: QueuedSink; format: LineFormat | null } | null = null;
  */
 export function logEvent(fields: EventFields, at: number = Date.now()): void {
   if (events === null) log.info("{event} {proto}", fields as unknown as Record<string, unknown>);
-  else if (events.format !== null) events.sink.enqueue(formatEventLine(fields, at, events.format));
+  else if (events.lines !== null) {
+    events.lines.write(fields, at);
+    events.sink.enqueue(events.lines.take());
+  }
 }
 
 /**
@@ -76,7 +79,7 @@ export function logEvent(fields: EventFields, at: number = Date.now()): void {
  * them elsewhere (the relay thread); null when none are written, or logging is not set up.
  */
 export function eventLineFormat(): LineFormat | null {
-  return events?.format ?? null;
+  return events?.lines?.format ?? null;
 }
 
 /** Writes `count` decision lines formatted elsewhere (the relay thread), given as one text. */
@@ -102,7 +105,8 @@ export async function setupLogging(
       { category: ["logtape", "meta"], lowestLevel: "warning", sinks: ["stdout"] },
     ],
   });
-  events = { sink, format: LEVELS.indexOf(level) > LEVELS.indexOf("info") ? null : format };
+  const quiet = LEVELS.indexOf(level) > LEVELS.indexOf("info");
+  events = { sink, lines: quiet ? null : new EventLines(format) };
 }
 
 /** Writes out queued lines and detaches the sinks. */

@@ -11,7 +11,14 @@ import {
   logLines,
   setupLogging,
 } from "../src/log.ts";
-import { type EventFields, formatValue } from "../src/log_line.ts";
+import {
+  type EventFields,
+  eventLine,
+  EventLines,
+  formatValue,
+  jsonObject,
+  textTime,
+} from "../src/log_line.ts";
 
 const T = Date.parse("2026-04-23T10:00:01Z");
 
@@ -575,4 +582,107 @@ Deno.test("eventLineFormat and logLines: lines formatted elsewhere join the same
     assert.match(text, /after/);
   }
   assert.equal(eventLineFormat(), null, "closed");
+});
+
+/**
+ * The event lines as they were written before {@link EventLines} wrote them as bytes: text
+ * built field by field, then escaped; kept as the reference the bytes are held to.
+ */
+const REFERENCE_ORDER = [
+  "peer",
+  "dst",
+  "host",
+  "sni",
+  "reason",
+  "would_deny",
+  "connect",
+  "alpn",
+  "ech",
+  "relay",
+  "up",
+  "down",
+  "duration_ms",
+  "error",
+];
+function referenceLine(fields: EventFields, at: number, format: "text" | "json", level: string) {
+  const props = fields as unknown as Record<string, unknown>;
+  if (format === "json") {
+    // In the field order, which the writer keeps whatever the object's own order.
+    const ordered: Record<string, unknown> = { event: props.event, proto: props.proto };
+    for (const key of REFERENCE_ORDER) ordered[key] = props[key];
+    return jsonObject(at, level, undefined, ordered);
+  }
+  // The event and protocol are checked as the values are (they were written raw before, which
+  // no caller could abuse: their type allows the known words only).
+  let line = `${textTime(at)} ${level} ${formatValue(props.event)} ${formatValue(props.proto)}`;
+  for (const key of REFERENCE_ORDER) {
+    if (props[key] !== undefined) line += ` ${key}=${formatValue(props[key])}`;
+  }
+  return line + "\n";
+}
+
+/** Any UTF-16 text, lone surrogates included, sometimes past the 256-character cap. */
+const anyText = fc.oneof(
+  fc.string({ unit: fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCharCode(c)) }),
+  fc.string({ unit: "grapheme", maxLength: 300 }),
+  fc.string({ minLength: 250, maxLength: 300 }),
+  fc.constantFrom("", "198.18.0.5:40000", "a b", 'q"', "k=v", "back\\slash", "\x7f", "\u2028"),
+);
+const anyNumber = fc.oneof(
+  fc.nat(),
+  fc.maxSafeNat(),
+  fc.integer(),
+  fc.double(),
+  fc.constantFrom(-0, 1e21, 2 ** 53, Number.NaN, Infinity),
+);
+const anyFields = fc.record({
+  event: fc.oneof(fc.constantFrom("ALLOWED", "DENIED", "CLOSED"), anyText),
+  proto: fc.oneof(fc.constantFrom("HTTP", "HTTPS"), anyText),
+  peer: anyText,
+  dst: anyText,
+  host: anyText,
+  sni: anyText,
+  alpn: anyText,
+  ech: fc.boolean(),
+  reason: anyText,
+  would_deny: fc.boolean(),
+  connect: anyText,
+  relay: fc.constant("kernel"),
+  up: anyNumber,
+  down: anyNumber,
+  duration_ms: anyNumber,
+  error: anyText,
+}, { requiredKeys: ["event", "proto"] }) as unknown as fc.Arbitrary<EventFields>;
+
+Deno.test("EventLines: byte for byte the lines the text formatter wrote, for any fields", () => {
+  const decoder = new TextDecoder();
+  fc.assert(
+    fc.property(
+      anyFields,
+      fc.oneof(fc.integer({ min: -(2 ** 40), max: 2 ** 45 }), fc.constant(T + 0.5)),
+      fc.constantFrom("text", "json") as fc.Arbitrary<"text" | "json">,
+      fc.constantFrom("INFO", "WARN"),
+      (fields, at, format, level) => {
+        const expected = referenceLine(fields, at, format, level);
+        assert.equal(eventLine(fields, at, format, level), expected);
+        // Appended to a buffer (which grows past its start) and taken as bytes, the same.
+        const lines = new EventLines(format, 1024);
+        for (let i = 0; i < 3; i++) lines.write(fields, at, level);
+        assert.equal(decoder.decode(lines.take()), expected.repeat(3));
+        assert.equal(lines.length, 0);
+        assert.ok(/^[\x20-\x7e]*\n$/.test(expected), "printable ASCII, one line");
+      },
+    ),
+    { numRuns: 3000 },
+  );
+});
+
+Deno.test("EventLines: the buffer starts over small once a large batch is taken", () => {
+  const lines = new EventLines("text", 4096);
+  const fields: EventFields = { event: "ALLOWED", proto: "HTTP", peer: "p", dst: "d", host: "h" };
+  for (let i = 0; i < 1000; i++) lines.write(fields, T);
+  const first = lines.take();
+  assert.equal(first.length, 1000 * eventLine(fields, T, "text").length);
+  lines.write(fields, T);
+  assert.equal(new TextDecoder().decode(lines.take()), eventLine(fields, T, "text"));
 });
