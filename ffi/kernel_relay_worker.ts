@@ -30,8 +30,8 @@ import {
   AF_INET,
   AF_INET6,
   decodeSockaddr,
-  encodeSockaddrIn,
-  encodeSockaddrIn6,
+  encodeSockaddrInto,
+  SOCKADDR_IN6_SIZE,
   SOCKADDR_STORAGE_SIZE,
 } from "./sockaddr.ts";
 import { socketAddressOf } from "./conn_fd.ts";
@@ -264,6 +264,8 @@ const ctlEvent = new Uint8Array(EVENT_SIZE);
 const ctlView = new DataView(ctlEvent.buffer);
 const counter = new Uint8Array(8);
 const peerAddress = new Uint8Array(SOCKADDR_STORAGE_SIZE);
+/** Where each upstream connect's address is written (connect copies it in). */
+const connectAddress = new Uint8Array(SOCKADDR_IN6_SIZE);
 const peerLength = new Uint32Array(1);
 const peerLengthBytes = new Uint8Array(peerLength.buffer);
 const optionValue = new Int32Array(1);
@@ -889,18 +891,16 @@ function relay(
   }
   relayCount++;
   own(g.fd, r);
-  const v6 = to.address.includes(":");
-  const sockaddr = v6
-    ? encodeSockaddrIn6(to.address, to.port)
-    : encodeSockaddrIn(to.address, to.port);
-  const fd = s.socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+  const length = encodeSockaddrInto(connectAddress, to.address, to.port);
+  const family = length === SOCKADDR_IN6_SIZE ? AF_INET6 : AF_INET;
+  const fd = s.socket(family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   if (fd < 0) return finish(r, `connect_${errnoName(readErrno())}`);
   s.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, ONE, 4);
   r.upstream = fd;
   r.up.dst = fd;
   r.down.src = fd;
   own(fd, r);
-  if (s.connect(fd, sockaddr, sockaddr.length) === 0) return connected(r, now, true);
+  if (s.connect(fd, connectAddress, length) === 0) return connected(r, now, true);
   const errno = readErrno();
   if (errno !== EINPROGRESS) return finish(r, `connect_${errnoName(errno)}`);
   // Over a short path the handshake often completes inside connect(): then the first flight

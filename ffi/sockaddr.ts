@@ -8,7 +8,7 @@
  * @module
  */
 
-import { canonicalAddressAt, parseIPv4, parseIPv6 } from "../src/ip_address.ts";
+import { canonicalAddressAt, writeIPv4, writeIPv6 } from "../src/ip_address.ts";
 
 /** Linux `AF_INET`. */
 export const AF_INET = 2;
@@ -57,25 +57,50 @@ export function decodeSockaddr(buf: Uint8Array, len: number): SocketAddress | nu
 
 /** Encodes an IPv4 address and port as a `sockaddr_in`; throws TypeError naming bad input. */
 export function encodeSockaddrIn(address: string, port: number): Uint8Array {
-  const bytes = parseIPv4(address);
-  if (bytes === null) throw new TypeError(`not an IPv4 address: ${JSON.stringify(address)}`);
-  checkPort(port);
   const buf = new Uint8Array(SOCKADDR_IN_SIZE);
-  writeHead(buf, AF_INET, port);
-  buf.set(bytes, 4);
+  writeSockaddrIn(buf, address, port);
   return buf;
 }
 
 /** Encodes an IPv6 address and port as a `sockaddr_in6`; throws TypeError naming bad input. */
 export function encodeSockaddrIn6(address: string, port: number, scopeId = 0): Uint8Array {
-  const bytes = parseIPv6(address);
-  if (bytes === null) throw new TypeError(`not an IPv6 address: ${JSON.stringify(address)}`);
-  checkPort(port);
   const buf = new Uint8Array(SOCKADDR_IN6_SIZE);
-  writeHead(buf, AF_INET6, port);
-  buf.set(bytes, 8);
-  if (scopeId !== 0) new DataView(buf.buffer).setUint32(24, scopeId, LITTLE_ENDIAN);
+  writeSockaddrIn6(buf, address, port, scopeId);
   return buf;
+}
+
+/**
+ * Writes `address` (IPv6 if it has a colon) and `port` into the start of `buf` as a
+ * `sockaddr_in6` or `sockaddr_in`, the rest of the structure zeroed, and returns its length:
+ * for a buffer used for every connect (the kernel copies the address in). Throws TypeError
+ * naming bad input.
+ */
+export function encodeSockaddrInto(buf: Uint8Array, address: string, port: number): number {
+  if (address.includes(":")) {
+    writeSockaddrIn6(buf, address, port, 0);
+    return SOCKADDR_IN6_SIZE;
+  }
+  writeSockaddrIn(buf, address, port);
+  return SOCKADDR_IN_SIZE;
+}
+
+function writeSockaddrIn(buf: Uint8Array, address: string, port: number): void {
+  buf.fill(0, 0, SOCKADDR_IN_SIZE);
+  if (!writeIPv4(address, buf, 4)) {
+    throw new TypeError(`not an IPv4 address: ${JSON.stringify(address)}`);
+  }
+  checkPort(port);
+  writeHead(buf, AF_INET, port);
+}
+
+function writeSockaddrIn6(buf: Uint8Array, address: string, port: number, scopeId: number): void {
+  buf.fill(0, 0, SOCKADDR_IN6_SIZE);
+  if (!writeIPv6(address, buf, 8)) {
+    throw new TypeError(`not an IPv6 address: ${JSON.stringify(address)}`);
+  }
+  checkPort(port);
+  writeHead(buf, AF_INET6, port);
+  if (scopeId !== 0) new DataView(buf.buffer, buf.byteOffset).setUint32(24, scopeId, LITTLE_ENDIAN);
 }
 
 /** `sa_family` in host order, then the port in network order. */

@@ -179,8 +179,32 @@ function isMappedAt(bytes: Uint8Array, off: number): boolean {
 }
 
 function formatV4At(b: Uint8Array, off: number): string {
-  return DEC[b[off]] + "." + DEC[b[off + 1]] + "." + DEC[b[off + 2]] + "." + DEC[b[off + 3]];
+  const first = b[off];
+  const rest = (b[off + 1] << 16) | (b[off + 2] << 8) | b[off + 3];
+  let byRest = V4_TEXTS[first];
+  const known = byRest?.get(rest);
+  if (known !== undefined) return known;
+  const text = DEC[first] + "." + DEC[b[off + 1]] + "." + DEC[b[off + 2]] + "." + DEC[b[off + 3]];
+  if (v4Texts >= V4_TEXTS_MAX) {
+    V4_TEXTS.fill(undefined);
+    v4Texts = 0;
+    byRest = undefined;
+  }
+  if (byRest === undefined) byRest = V4_TEXTS[first] = new Map();
+  byRest.set(rest, text);
+  v4Texts++;
+  return text;
 }
+
+/**
+ * Dotted quads already written, by first byte and then the other three (small-integer keys):
+ * the kernel hands the proxy the same few addresses again and again (its clients, its own
+ * address, the upstreams), and each text made anew is seven concatenations' garbage. Bounded:
+ * past V4_TEXTS_MAX texts it starts over.
+ */
+const V4_TEXTS: (Map<number, string> | undefined)[] = new Array(256).fill(undefined);
+const V4_TEXTS_MAX = 4096;
+let v4Texts = 0;
 
 /** RFC 5952 text of the 16 bytes at `off`; v4-mapped as `::ffff:a.b.c.d` when `dottedMapped`. */
 function formatV6At(b: Uint8Array, off: number, dottedMapped: boolean): string {
@@ -224,13 +248,25 @@ export function isV4Mapped(bytes: Uint8Array): boolean {
 /** Parses a strict dotted quad (no leading zeros, each part <= 255) into 4 bytes; null otherwise. */
 export function parseIPv4(text: string): Uint8Array | null {
   const out = new Uint8Array(4);
-  return scanIPv4(text, 0, text.length, out, 0) === null ? out : null;
+  return writeIPv4(text, out, 0) ? out : null;
 }
 
 /** Parses IPv6 text (with optional `::` and trailing dotted quad) into 16 bytes; null otherwise. */
 export function parseIPv6(text: string): Uint8Array | null {
   const out = new Uint8Array(16);
-  return scanIPv6(text, 0, text.length, out) === null ? out : null;
+  return writeIPv6(text, out, 0) ? out : null;
+}
+
+/** As {@link parseIPv4}, into `out[off, off + 4)` (a caller's buffer, used again): false if not one. */
+export function writeIPv4(text: string, out: Uint8Array, off: number): boolean {
+  return scanIPv4(text, 0, text.length, out, off) === null;
+}
+
+/** As {@link parseIPv6}, into `out[off, off + 16)`: false if it is not one. */
+export function writeIPv6(text: string, out: Uint8Array, off: number): boolean {
+  if (scanIPv6(text, 0, text.length, SCRATCH) !== null) return false;
+  out.set(SCRATCH, off);
+  return true;
 }
 
 /** Formats 4 bytes as a dotted quad. */

@@ -6,6 +6,7 @@ import {
   decodeSockaddr,
   encodeSockaddrIn,
   encodeSockaddrIn6,
+  encodeSockaddrInto,
 } from "../ffi/sockaddr.ts";
 import { canonicalAddress, formatIPv6, isV4Mapped, parseIPv6 } from "../src/ip_address.ts";
 import { v6Bytes } from "./ip_arbitraries.ts";
@@ -82,6 +83,34 @@ Deno.test("encoders name bad input", () => {
   assert.throws(() => encodeSockaddrIn6("198.18.0.1", 80), /not an IPv6 address: "198.18.0.1"/);
   assert.throws(() => encodeSockaddrIn("198.18.0.1", 65536), /not a port number: 65536/);
   assert.throws(() => encodeSockaddrIn6("::1", -1), /not a port number: -1/);
+});
+
+Deno.test("encodeSockaddrInto: the encoders' bytes, over whatever the buffer held before", () => {
+  const buf = new Uint8Array(28);
+  fc.assert(
+    fc.property(
+      fc.oneof(
+        fc.uint8Array({ minLength: 4, maxLength: 4 }).map((b) => b.join(".")),
+        v6Bytes.map(formatIPv6),
+      ),
+      port,
+      fc.uint8Array({ minLength: 28, maxLength: 28 }),
+      (address, p, before) => {
+        buf.set(before);
+        const length = encodeSockaddrInto(buf, address, p);
+        const expected = address.includes(":")
+          ? encodeSockaddrIn6(address, p)
+          : encodeSockaddrIn(address, p);
+        assert.equal(length, expected.length);
+        assert.deepEqual(buf.subarray(0, length), expected);
+        assert.deepEqual(buf.subarray(length), before.subarray(length), "nothing past it");
+      },
+    ),
+    { numRuns: 1000 },
+  );
+  assert.throws(() => encodeSockaddrInto(buf, "198.18.0.256", 80), /not an IPv4 address/);
+  assert.throws(() => encodeSockaddrInto(buf, "2001:db8::g", 80), /not an IPv6 address/);
+  assert.throws(() => encodeSockaddrInto(buf, "198.18.0.1", 70000), /not a port number: 70000/);
 });
 
 Deno.test("decodeSockaddr refuses truncated, oversized and foreign structures", () => {

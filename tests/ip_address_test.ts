@@ -59,6 +59,27 @@ Deno.test("canonicalAddressAt: the canonical text of the bytes at an offset, map
   assert.equal(canonicalAddressAt(mapped, 0, 6), "198.18.0.7");
 });
 
+Deno.test("canonicalAddressAt: dotted quads stay right past the remembered texts' bound", () => {
+  // Texts are remembered (up to 4,096, then it starts over): more distinct addresses than that,
+  // each asked for twice, far apart, must still read back as their own bytes.
+  const buf = new Uint8Array(4);
+  const seen: [number, string][] = [];
+  for (let i = 0; i < 10_000; i++) {
+    const value = (i * 2654435761) >>> 0;
+    buf[0] = value >>> 24;
+    buf[1] = (value >>> 16) & 255;
+    buf[2] = (value >>> 8) & 255;
+    buf[3] = value & 255;
+    const text = canonicalAddressAt(buf, 0, 4);
+    assert.equal(text, buf.join("."));
+    seen.push([value, text]);
+  }
+  for (const [value, text] of seen.reverse()) {
+    new DataView(buf.buffer).setUint32(0, value);
+    assert.equal(canonicalAddressAt(buf, 0, 4), text);
+  }
+});
+
 Deno.test("canonicalAddress accepts non-canonical spellings of the same address", () => {
   fc.assert(
     fc.property(
