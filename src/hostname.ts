@@ -193,6 +193,62 @@ function toALabel(label: string, allowUnicode: boolean): { ok: true; label: stri
  * characters, empty labels, over-long names. The reason quotes the input.
  */
 export function normalizeHostname(input: string, options: NormalizeOptions = {}): HostnameResult {
+  const plain = plainName(input);
+  return plain !== null ? { ok: true, name: plain } : normalizeByLabels(input, options);
+}
+
+/**
+ * The canonical form of a plain ASCII name, from one pass over its characters: only letters,
+ * digits, dots and hyphens, every label 1–63 long with no hyphen at either end, at most 253
+ * characters without the trailing dot, a last label that is not a number, no `xn--` anywhere.
+ * Null for anything else, which {@link normalizeByLabels} decides (and words the reason for).
+ * A Host or SNI is nearly always such a name; the full check splits and joins it.
+ */
+export function plainName(input: string): string | null {
+  const end = input.charCodeAt(input.length - 1) === 0x2e ? input.length - 1 : input.length;
+  if (end <= 0 || end > MAX_HOSTNAME_LENGTH) return null;
+  let labelStart = 0;
+  let upper = false;
+  let numeric = true;
+  for (let i = 0; i <= end; i++) {
+    const c = i < end ? input.charCodeAt(i) : 0x2e;
+    if (c === 0x2e) {
+      const length = i - labelStart;
+      if (length === 0 || length > MAX_LABEL_LENGTH) return null;
+      if (input.charCodeAt(i - 1) === 0x2d) return null;
+      // A last label that is a number (or may be one: `0x…`) is the full check's to judge.
+      if (i === end && (numeric || isHexPrefixed(input, labelStart))) return null;
+      labelStart = i + 1;
+      numeric = true;
+      continue;
+    }
+    if (c >= 0x30 && c <= 0x39) continue;
+    numeric = false;
+    if (c >= 0x61 && c <= 0x7a) continue;
+    if (c >= 0x41 && c <= 0x5a) {
+      upper = true;
+      continue;
+    }
+    if (c !== 0x2d || i === labelStart) return null;
+    // `xn--` (any case) anywhere: IDNA rules apply, the full check decides.
+    if (
+      i >= labelStart + 3 && input.charCodeAt(i - 1) === 0x2d &&
+      (input.charCodeAt(i - 2) | 0x20) === 0x6e && (input.charCodeAt(i - 3) | 0x20) === 0x78
+    ) return null;
+  }
+  const name = end === input.length ? input : input.slice(0, end);
+  return upper ? name.toLowerCase() : name;
+}
+
+function isHexPrefixed(input: string, at: number): boolean {
+  return input.charCodeAt(at) === 0x30 && (input.charCodeAt(at + 1) | 0x20) === 0x78;
+}
+
+/**
+ * The full check of {@link normalizeHostname}, label by label, for what {@link plainName}
+ * leaves to it (exported so a test can hold the two to the same answers).
+ */
+export function normalizeByLabels(input: string, options: NormalizeOptions = {}): HostnameResult {
   const allowUnicode = options.allowUnicode ?? true;
   if (input.length === 0) return fail(input, "is empty");
   if (input.length > MAX_INPUT_LENGTH) return fail(input, "is too long");

@@ -4,7 +4,9 @@ import {
   isCanonicalHostname,
   isIpLiteral,
   MAX_HOSTNAME_LENGTH,
+  normalizeByLabels,
   normalizeHostname,
+  plainName,
   quoteForLog,
 } from "../src/hostname.ts";
 
@@ -235,4 +237,34 @@ Deno.test("property: isCanonicalHostname agrees with the reference", () => {
     }),
     { numRuns: 3000 },
   );
+});
+
+Deno.test("property: the plain-name fast path gives the full check's answer, or leaves it to it", () => {
+  // Near-miss names: the characters and shapes where the two could part (case, dots at the
+  // ends and in a row, hyphens at label edges, xn-- in any case, numeric and 0x last labels,
+  // labels and names at and past their length limits).
+  const piece = fc.oneof(
+    fc.constantFrom("a", "Z", "0", "9", "-", ".", "x", "X", "n", "N", "xn--", "XN--", "0x", "0X"),
+    fc.constantFrom("_", " ", "*", ":", "%", "é", "\u0000", "ß", "1", "f", "g"),
+    fc.constantFrom("a".repeat(62), "b".repeat(63), "c".repeat(64), "d".repeat(120)),
+  );
+  const name = fc.array(piece, { maxLength: 24 }).map((parts) => parts.join(""));
+  fc.assert(
+    fc.property(fc.oneof(name, fc.domain(), fc.string()), (input) => {
+      const full = normalizeByLabels(input);
+      assert.deepEqual(normalizeHostname(input), full);
+      assert.deepEqual(
+        normalizeHostname(input, { allowUnicode: false }),
+        normalizeByLabels(input, { allowUnicode: false }),
+      );
+      const plain = plainName(input);
+      if (plain !== null) assert.deepEqual(full, { ok: true, name: plain });
+    }),
+    { numRuns: 20_000 },
+  );
+  // It takes the common shapes itself.
+  assert.equal(plainName("Allowed.Example."), "allowed.example");
+  assert.equal(plainName("a-b.c0.test"), "a-b.c0.test");
+  assert.equal(plainName("xn--bcher-kva.test"), null);
+  assert.equal(plainName("host.0xff"), null);
 });
