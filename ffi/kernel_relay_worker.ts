@@ -48,7 +48,7 @@ import {
 import { DnsCopy } from "../src/dns_copy.ts";
 import { IdleCollector } from "../src/idle_collect.ts";
 import type { Endpoint } from "../src/destination_pin.ts";
-import { quickVerdict } from "../src/first_verdict.ts";
+import { type QuickInput, quickVerdict } from "../src/first_verdict.ts";
 import { type HttpHeadResult, HttpHeadScanner, MAX_HEAD_BYTES } from "../src/http_head.ts";
 import {
   auditedFields,
@@ -146,6 +146,8 @@ const SHARED_TEXTS = 4096;
 /** What {@link act} did with a direction. */
 const IDLE = 0, ACTED = 1, ENDED = 2;
 const ONE = new Uint8Array(new Int32Array([1]).buffer);
+/** A greeting's `read` before its first flight is read (never sent as such). */
+const UNREAD: Greeting["read"] = { ok: false, reason: "closed" };
 
 /** A listening socket handed over by the main thread (a duplicate this thread closes). */
 interface Listening {
@@ -175,8 +177,11 @@ interface Greeted {
   waiting: boolean;
   /** In the epoll set (reading). */
   registered: boolean;
-  /** What the main thread gets with the hello, until it has been sent. */
-  known: Omit<Greeting, "read"> | null;
+  /**
+   * What the main thread gets with the hello, until it has been sent; its `read` is
+   * {@link UNREAD} until the first flight is read.
+   */
+  known: Greeting | null;
 }
 
 /** One direction of a relay: bytes read from `src` are written to `dst`. */
@@ -625,7 +630,17 @@ function greet(
     deadline: now + settings.firstBytesTimeoutMs,
     waiting: false,
     registered: false,
-    known: { id, listenId: l.listenId, proto: l.proto, source, port, origin, loop, accepted: now },
+    known: {
+      id,
+      listenId: l.listenId,
+      proto: l.proto,
+      source,
+      port,
+      origin,
+      loop,
+      accepted: now,
+      read: UNREAD,
+    },
   };
   greeted.set(g.id, g);
   own(fd, g);
@@ -709,16 +724,22 @@ function sendGreeting(g: Greeted, read: Greeting["read"]): void {
   const known = g.known;
   if (known === null) return;
   g.known = null;
+  known.read = read;
   const quick = read.ok && policy.quick !== null
-    ? quickVerdict({ ...known, read }, policy.quick, (name) => dnsCopy.usable(name, Date.now()))
+    ? quickVerdict(known as QuickInput, policy.quick, usableNow) // `read`, just set, is ok
     : null;
-  if (quick === null) return report({ kind: "greeting", greeting: { ...known, read } });
+  if (quick === null) return report({ kind: "greeting", greeting: known });
   const now = Date.now();
   tally.allowed(quick.fields, now, quick.name);
   tallied(now);
   const check = g.proto === "HTTP" ? { pinnedName: quick.name } : undefined;
   const fields = keepFields(quick.fields);
   allowed.push({ g, connectTo: quick.connectTo, check, fields, accepted: known.accepted });
+}
+
+/** The usable addresses the DNS copy holds for `name` now (see `DnsCopy.usable`). */
+function usableNow(name: string): string[] | null {
+  return dnsCopy.usable(name, Date.now());
 }
 
 /** `fields` with their recurring texts swapped for one shared copy (see {@link texts}). */

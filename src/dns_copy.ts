@@ -39,6 +39,11 @@ export const DNS_MAX_ADDRESSES = 64;
 interface Entry extends DnsSnapshot {
   /** Per answer: its canonical text if it is safe to connect to, else null. */
   vetted: (string | null)[];
+  /** {@link DnsCopy.usable}'s last answer, which holds from `usableFrom` until `usableUntil`. */
+  usable: string[] | null;
+  usableFrom: number;
+  /** The earliest expiry among the answers live when it was made. */
+  usableUntil: number;
 }
 
 /** See the module doc. */
@@ -63,7 +68,15 @@ export class DnsCopy {
     this.#entries.delete(key);
     const addresses = snapshot.addresses.slice(0, DNS_MAX_ADDRESSES);
     const vetted = addresses.map(([address]) => usableAddresses([address])[0] ?? null);
-    this.#entries.set(key, { name: key, freshUntil: snapshot.freshUntil, addresses, vetted });
+    this.#entries.set(key, {
+      name: key,
+      freshUntil: snapshot.freshUntil,
+      addresses,
+      vetted,
+      usable: null,
+      usableFrom: 0,
+      usableUntil: 0,
+    });
     while (this.#entries.size > this.#maxNames) {
       this.#entries.delete(this.#entries.keys().next().value as string);
     }
@@ -84,30 +97,44 @@ export class DnsCopy {
   /**
    * What `destination_pin.ts`'s `usableAddresses` keeps of {@link addresses} (canonical, safe,
    * de-duplicated, in order; possibly none), or null when that is null. Each answer was vetted
-   * once when it was learned: a connection costs no address parsing.
+   * once when it was learned: a connection costs no address parsing. The same array is given
+   * again while no answer among it has expired: callers must not change it.
    */
   usable(name: string, now: number): string[] | null {
     const entry = this.#fresh(name, now);
     if (entry === null) return null;
-    let live = false;
+    if (entry.usable !== null && now >= entry.usableFrom && now < entry.usableUntil) {
+      return entry.usable;
+    }
+    let until = Infinity;
     const out: string[] = [];
     for (let i = 0; i < entry.addresses.length; i++) {
-      if (entry.addresses[i][1] <= now) continue;
-      live = true;
+      const expires = entry.addresses[i][1];
+      if (expires <= now) continue;
+      until = Math.min(until, expires);
       const address = entry.vetted[i];
       if (address !== null && !out.includes(address)) out.push(address);
     }
-    return live ? out : null;
+    if (until === Infinity) return null;
+    entry.usable = out;
+    entry.usableFrom = now;
+    entry.usableUntil = until;
+    return out;
   }
 
   /** The entry for `name` while fresh at `now` (a stale one is dropped). */
   #fresh(name: string, now: number): Entry | null {
-    const key = dnsKey(name);
-    if (key === null) return null;
-    const entry = this.#entries.get(key);
-    if (entry === undefined) return null;
+    // Names are held under their key: a name that is its own key (nearly all: the callers
+    // normalise names) is found without making it again.
+    let entry = this.#entries.get(name);
+    if (entry === undefined) {
+      const key = dnsKey(name);
+      if (key === null || key === name) return null;
+      entry = this.#entries.get(key);
+      if (entry === undefined) return null;
+    }
     if (now >= entry.freshUntil) {
-      this.#entries.delete(key);
+      this.#entries.delete(entry.name);
       return null;
     }
     return entry;
