@@ -47,11 +47,13 @@ import {
 } from "../src/decision.ts";
 import { DnsCopy } from "../src/dns_copy.ts";
 import { IdleCollector } from "../src/idle_collect.ts";
+import type { Allowlist } from "../src/allowlist.ts";
 import type { Endpoint } from "../src/destination_pin.ts";
 import { type QuickInput, quickVerdict } from "../src/first_verdict.ts";
 import { type HttpHeadResult, HttpHeadScanner, MAX_HEAD_BYTES } from "../src/http_head.ts";
 import {
   auditedFields,
+  type CheckerContext,
   type CheckStep,
   refusedFields,
   RequestChecker,
@@ -260,6 +262,47 @@ interface Lingering {
   discarded: number;
   deadline: number;
   interest: number;
+}
+
+/**
+ * What one relay's request checks ask of it: one object per connection, no closures. (A class
+ * is not hoisted: declared before the loop starts.)
+ */
+class RelayCheckContext implements CheckerContext {
+  readonly #r: Relayed;
+  readonly pinnedName: string | null;
+
+  constructor(r: Relayed, pinnedName: string | null) {
+    this.#r = r;
+    this.pinnedName = pinnedName;
+  }
+
+  policy(): { allowlist: Allowlist; audit: boolean } {
+    return {
+      allowlist: selectAllowlist(policy.sourcePolicy, policy.allowlist, this.#r.source),
+      audit: policy.audit,
+    };
+  }
+
+  refused(reason: string, host?: string): void {
+    this.#send({ kind: "refused", reason, host });
+  }
+
+  audited(reason: string, host: string | undefined): void {
+    this.#send({ kind: "audited", reason, host });
+  }
+
+  #send(event: RequestEvent): void {
+    const r = this.#r;
+    if (r.fields === null) return report({ kind: "event", id: r.id, event });
+    const { reason, host } = event;
+    const now = Date.now();
+    const line = event.kind === "refused"
+      ? refusedFields(r.fields, reason, host)
+      : auditedFields(r.fields, reason, host);
+    tally.decision(line, now, reason);
+    tallied(now);
+  }
 }
 
 const buffer = new Uint8Array(BUFFER_BYTES);
@@ -981,29 +1024,7 @@ function checkerFor(
   afterFirst: boolean,
   firstHead: HttpHeadResult | undefined,
 ): RequestChecker {
-  const send = (event: RequestEvent) => {
-    if (r.fields === null) return report({ kind: "event", id: r.id, event });
-    const { reason, host } = event;
-    const now = Date.now();
-    const line = event.kind === "refused"
-      ? refusedFields(r.fields, reason, host)
-      : auditedFields(r.fields, reason, host);
-    tally.decision(line, now, reason);
-    tallied(now);
-  };
-  return new RequestChecker(
-    {
-      pinnedName,
-      policy: () => ({
-        allowlist: selectAllowlist(policy.sourcePolicy, policy.allowlist, r.source),
-        audit: policy.audit,
-      }),
-      refused: (reason, host) => send({ kind: "refused", reason, host }),
-      audited: (reason, host) => send({ kind: "audited", reason, host }),
-    },
-    afterFirst,
-    firstHead,
-  );
+  return new RequestChecker(new RelayCheckContext(r, pinnedName), afterFirst, firstHead);
 }
 
 /**
