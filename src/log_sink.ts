@@ -66,8 +66,16 @@ export function queuedSink(
           const first = lines[i];
           let bytes: Uint8Array;
           if (typeof first !== "string") {
-            bytes = first;
-            i++;
+            // Lines already in bytes (the main thread's own, one each) go out together too;
+            // a large chunk (the relay thread's batch) as it is.
+            let length = first.length;
+            let end = i + 1;
+            for (let next = lines[end]; next instanceof Uint8Array; next = lines[++end]) {
+              if (length + next.length > BATCH_CHARS) break;
+              length += next.length;
+            }
+            bytes = end === i + 1 ? first : joined(lines as Uint8Array[], i, end, length);
+            i = end;
           } else {
             let batch = first;
             for (let next = lines[++i]; typeof next === "string"; next = lines[++i]) {
@@ -109,4 +117,11 @@ export function queuedSink(
   Object.defineProperty(sink, "dropped", { get: () => dropped });
   sink[Symbol.asyncDispose] = () => sink.flush();
   return sink;
+}
+
+/** `parts[start, end)` in one array of `length` bytes. */
+function joined(parts: Uint8Array[], start: number, end: number, length: number): Uint8Array {
+  const out = new Uint8Array(length);
+  for (let i = start, at = 0; i < end; at += parts[i].length, i++) out.set(parts[i], at);
+  return out;
 }

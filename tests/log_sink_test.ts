@@ -88,3 +88,33 @@ Deno.test("queuedSink: bytes and texts go out in the order they were queued", as
   assert.equal(writer.text(), "one\ntwo\nthree\nfour\nfive\nsix\n");
   assert.equal(sink.dropped, 0);
 });
+
+Deno.test("queuedSink: lines queued as bytes one by one are written together, in order", async () => {
+  const writes: number[] = [];
+  const parts: Uint8Array[] = [];
+  const writer = {
+    write(bytes: Uint8Array): Promise<number> {
+      writes.push(bytes.length);
+      parts.push(bytes.slice());
+      return Promise.resolve(bytes.length);
+    },
+  };
+  const sink = queuedSink(writer, format);
+  const encoder = new TextEncoder();
+  let expected = "";
+  for (let i = 0; i < 3000; i++) {
+    const line = `line ${i} ${"x".repeat(i % 50)}\n`;
+    expected += line;
+    // Mostly bytes, with a text now and then and one chunk larger than a batch.
+    if (i === 1500) sink.enqueue(encoder.encode(line.repeat(4000)), 4000);
+    if (i === 1500) expected += line.repeat(4000);
+    if (i % 700 === 0) sink.enqueue(line);
+    else sink.enqueue(encoder.encode(line));
+  }
+  await sink.flush();
+  const text = new TextDecoder().decode(new Uint8Array(parts.flatMap((p) => [...p])));
+  assert.equal(text, expected);
+  // About 140 KB of small lines and 0.2 MB in one chunk: a handful of writes, not thousands.
+  assert.ok(writes.length < 20, `${writes.length} writes`);
+  assert.ok(writes.every((n, i) => n <= 64 * 1024 || parts[i].length > 200_000));
+});
