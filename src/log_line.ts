@@ -30,7 +30,8 @@ export interface EventFields {
   error?: string;
 }
 
-const FIELD_ORDER = [
+/** The fields after the event and protocol, in the order both forms of a line write them. */
+export const FIELD_ORDER = [
   "peer",
   "dst",
   "host",

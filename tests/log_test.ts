@@ -15,6 +15,7 @@ import {
   type EventFields,
   eventLine,
   EventLines,
+  FIELD_ORDER,
   formatValue,
   jsonObject,
   textTime,
@@ -586,36 +587,22 @@ Deno.test("eventLineFormat and logLines: lines formatted elsewhere join the same
 
 /**
  * The event lines as they were written before {@link EventLines} wrote them as bytes: text
- * built field by field, then escaped; kept as the reference the bytes are held to.
+ * built field by field, then escaped; kept as the reference the bytes are held to. (It takes
+ * the field order from the module: the order itself is asserted by the literal lines above, and
+ * the writer reads the fields by name, so a reordered list must agree with those reads.)
  */
-const REFERENCE_ORDER = [
-  "peer",
-  "dst",
-  "host",
-  "sni",
-  "reason",
-  "would_deny",
-  "connect",
-  "alpn",
-  "ech",
-  "relay",
-  "up",
-  "down",
-  "duration_ms",
-  "error",
-];
 function referenceLine(fields: EventFields, at: number, format: "text" | "json", level: string) {
   const props = fields as unknown as Record<string, unknown>;
   if (format === "json") {
     // In the field order, which the writer keeps whatever the object's own order.
     const ordered: Record<string, unknown> = { event: props.event, proto: props.proto };
-    for (const key of REFERENCE_ORDER) ordered[key] = props[key];
+    for (const key of FIELD_ORDER) ordered[key] = props[key];
     return jsonObject(at, level, undefined, ordered);
   }
   // The event and protocol are checked as the values are (they were written raw before, which
   // no caller could abuse: their type allows the known words only).
   let line = `${textTime(at)} ${level} ${formatValue(props.event)} ${formatValue(props.proto)}`;
-  for (const key of REFERENCE_ORDER) {
+  for (const key of FIELD_ORDER) {
     if (props[key] !== undefined) line += ` ${key}=${formatValue(props[key])}`;
   }
   return line + "\n";
