@@ -4,7 +4,7 @@
  * ratios, printed and written to BENCHMARKS.md.
  *
  *     deno task bench            full run (1 GiB bulk, 10 s rate/latency, 9,000 idle; < 15 min)
- *     deno task bench --quick    development run (256 MiB, 3 s, 1,000 idle; < 3 min), not written
+ *     deno task bench --quick    development run (256 MiB, 3 s, 1,000 idle; about 5 min), not written
  *     deno task bench --only proxy-please,haproxy   a subset (direct is always included)
  *
  * Needs root and network namespaces (prefix `ppbench-`). Not a test: nothing here asserts a
@@ -14,7 +14,14 @@
 
 import { run } from "../lab/command.ts";
 import type { Lab } from "../lab/lab.ts";
-import { proxyPleaseEnv, startSystem, type SystemName, SYSTEMS } from "./peers.ts";
+import {
+  proxyPleaseEnv,
+  type RunningSystem,
+  startHaproxy,
+  startSystem,
+  type SystemName,
+  SYSTEMS,
+} from "./peers.ts";
 import { type BenchFiles, downBenchLab, upBenchLab } from "./bench_lab.ts";
 import { emptyResults, renderNotes, renderTable, type Results } from "./report.ts";
 import {
@@ -26,6 +33,7 @@ import {
   idleMemory,
   latency,
   type Proto,
+  warmLoad,
 } from "./workloads.ts";
 import { median } from "./measure.ts";
 
@@ -165,47 +173,143 @@ async function runSystem(
   }
 }
 
+/** A system of the alternating rounds, and how to start it afresh. */
+interface Contender {
+  name: string;
+  start: (lab: Lab) => Promise<RunningSystem>;
+}
+
+const PROXY_PLEASE: Contender = {
+  name: "proxy-please",
+  start: (lab) => startSystem(lab, "proxy-please"),
+};
+const HAPROXY: Contender = { name: "haproxy", start: (lab) => startSystem(lab, "haproxy") };
+const HAPROXY_ONE_THREAD: Contender = {
+  name: "haproxy (nbthread 1)",
+  start: (lab) => startHaproxy(lab.t, 1),
+};
+
+/** Each contender's values of each figure, over the rounds that measured it. */
+type RoundValues<K extends string> = Map<Contender, Record<K, number[]>>;
+
 /**
- * A figure again, in rounds alternating proxy-please and HAProxy, each on a fresh process: the
- * load of this shared machine drifts over minutes, and one measurement of each, minutes apart,
- * moved their ratio by 10 % and more between runs of the same code (the connection rate; idle
- * memory by up to 35 %). The median of each system's rounds is its figure; every round is in the
- * notes, with `digits` decimals.
+ * Figures again, in rounds alternating the contenders, each on a fresh process: the load of
+ * this shared machine drifts over minutes, and one measurement of each, minutes apart, moved
+ * their ratio by 10 % and more between runs of the same code (the connection rate; idle memory
+ * by up to 35 %; the TLS p99 by more than the difference between the proxies).
  */
-async function alternating(
+async function alternating<K extends string>(
   lab: Lab,
   plan: Plan,
-  results: Results,
-  metric: "rateRounds" | "idleRounds",
   what: string,
-  measure: (proto: Proto) => Promise<Figure>,
-  digits: number,
-): Promise<void> {
-  const pair = ["proxy-please", "haproxy"] as const;
+  contenders: readonly Contender[],
+  measure: (proto: Proto) => Promise<Record<K, Figure>>,
+): Promise<Record<Proto, RoundValues<K>>> {
+  const out = {} as Record<Proto, RoundValues<K>>;
   for (const proto of ["http", "https"] as const) {
-    const rounds: Record<(typeof pair)[number], number[]> = { "proxy-please": [], haproxy: [] };
+    const values: RoundValues<K> = new Map();
     for (let round = 1; round <= plan.rounds; round++) {
-      for (const system of pair) {
-        say(`${system} ${proto}: ${what}, round ${round} of ${plan.rounds}`);
-        const running = await startSystem(lab, system);
+      for (const contender of contenders) {
+        say(`${contender.name} ${proto}: ${what}, round ${round} of ${plan.rounds}`);
+        const running = await contender.start(lab);
         try {
-          const figure = await measure(proto);
-          if (figure.value !== null) rounds[system].push(figure.value);
+          const figures = await measure(proto);
+          const mine = values.get(contender) ?? ({} as Record<K, number[]>);
+          values.set(contender, mine);
+          for (const key of Object.keys(figures) as K[]) {
+            mine[key] ??= [];
+            if (figures[key].value !== null) mine[key].push(figures[key].value);
+          }
         } finally {
           await running.stop();
         }
       }
     }
-    for (const system of pair) {
-      const values = rounds[system];
-      const failed = plan.rounds - values.length;
-      results[metric][proto][system] = failed > 0
-        ? { value: null, note: `${failed} of ${plan.rounds} rounds failed` }
-        : {
-          value: median(values),
-          note: `rounds ${values.map((v) => v.toFixed(digits)).join(", ")}`,
-        };
-    }
+    out[proto] = values;
+  }
+  return out;
+}
+
+/**
+ * The median of a contender's rounds as its figure, every round in the note (`digits`
+ * decimals); failed when any round failed.
+ */
+export function roundsFigure(values: readonly number[], rounds: number, digits: number): Figure {
+  const failed = rounds - values.length;
+  if (failed > 0) return { value: null, note: `${failed} of ${rounds} rounds failed` };
+  return {
+    value: median([...values]),
+    note: `rounds ${values.map((v) => v.toFixed(digits)).join(", ")}`,
+  };
+}
+
+/** The rounds at the end of a run: connection rate and its CPU, latency, idle memory. */
+async function runRounds(lab: Lab, plan: Plan, results: Results): Promise<void> {
+  const figure = <K extends string>(v: RoundValues<K>, c: Contender, key: K, digits: number) =>
+    roundsFigure(v.get(c)?.[key] ?? [], plan.rounds, digits);
+  const rates = await alternating(
+    lab,
+    plan,
+    "connection rate",
+    [PROXY_PLEASE, HAPROXY, HAPROXY_ONE_THREAD],
+    (proto) =>
+      connectionRate(lab, proto, plan.roundSeconds).then((r) => ({
+        rate: r.rate,
+        cpu: r.cpuPerThousand,
+      })),
+  );
+  // Steady state, as in the rate rounds: no system is timed while it compiles its code.
+  const latencies = await alternating(
+    lab,
+    plan,
+    "latency",
+    [PROXY_PLEASE, HAPROXY],
+    (proto) =>
+      warmUp(lab).then(() => warmLoad(lab, proto)).then(() =>
+        latency(lab, proto, plan.latencyRate, plan.latencySeconds)
+      ),
+  );
+  // As in the run above: a few requests first, then the idle connections.
+  const idles = await alternating(
+    lab,
+    plan,
+    "idle memory",
+    [PROXY_PLEASE, HAPROXY],
+    (proto) =>
+      warmUp(lab).then(() => idleMemory(lab, proto, plan.idleConnections)).then((r) => ({
+        average: r.average,
+      })),
+  );
+  for (const proto of ["http", "https"] as const) {
+    const r = rates[proto], l = latencies[proto], i = idles[proto];
+    // proxy-please's figures are the same rounds' on both rows; its rounds are noted once.
+    const ppRate = figure(r, PROXY_PLEASE, "rate", 0);
+    const ppCpu = figure(r, PROXY_PLEASE, "cpu", 3);
+    results.rateRounds[proto] = { "proxy-please": ppRate, haproxy: figure(r, HAPROXY, "rate", 0) };
+    results.rateRoundsOneThread[proto] = {
+      "proxy-please": { value: ppRate.value },
+      haproxy: figure(r, HAPROXY_ONE_THREAD, "rate", 0),
+    };
+    results.cpuConnRounds[proto] = {
+      "proxy-please": ppCpu,
+      haproxy: figure(r, HAPROXY, "cpu", 3),
+    };
+    results.cpuConnRoundsOneThread[proto] = {
+      "proxy-please": { value: ppCpu.value },
+      haproxy: figure(r, HAPROXY_ONE_THREAD, "cpu", 3),
+    };
+    results.p50Rounds[proto] = {
+      "proxy-please": figure(l, PROXY_PLEASE, "p50", 2),
+      haproxy: figure(l, HAPROXY, "p50", 2),
+    };
+    results.p99Rounds[proto] = {
+      "proxy-please": figure(l, PROXY_PLEASE, "p99", 2),
+      haproxy: figure(l, HAPROXY, "p99", 2),
+    };
+    results.idleRounds[proto] = {
+      "proxy-please": figure(i, PROXY_PLEASE, "average", 2),
+      haproxy: figure(i, HAPROXY, "average", 2),
+    };
   }
 }
 
@@ -296,13 +400,7 @@ async function main(): Promise<number> {
       await runSystem(lab, files, system, plan, results);
     }
     if (plan.systems.includes("proxy-please") && plan.systems.includes("haproxy")) {
-      const rate = (proto: Proto) =>
-        connectionRate(lab, proto, plan.roundSeconds).then((r) => r.rate);
-      await alternating(lab, plan, results, "rateRounds", "connection rate", rate, 0);
-      // As in the run above: a few requests first, then the idle connections.
-      const idle = (proto: Proto) =>
-        warmUp(lab).then(() => idleMemory(lab, proto, plan.idleConnections)).then((r) => r.average);
-      await alternating(lab, plan, results, "idleRounds", "idle memory", idle, 2);
+      await runRounds(lab, plan, results);
     }
   } finally {
     if (!interrupted) await downBenchLab().catch((e) => say(`cleanup failed: ${e}`));

@@ -2,7 +2,8 @@ import assert from "node:assert/strict";
 import { emptyResults, renderTable, shown, targetCell } from "./report.ts";
 import { median, parseProcStat, parseStatCpuTicks, parseStatusRssKiB } from "./measure.ts";
 import { parseWrk } from "./workloads.ts";
-import { replaceResults } from "./main.ts";
+import { replaceResults, roundsFigure } from "./main.ts";
+import { renderConfig, withThreads } from "./peers.ts";
 import { ipv4Only } from "./bench_lab.ts";
 import { quantile } from "./clients/latency_client.ts";
 
@@ -105,9 +106,36 @@ Deno.test("the table shows ratios to direct, added latency, and targets against 
     renderTable(r),
     /\| memory per idle connection, rounds alternating with HAProxy \(median\) \| HTTP \| KiB \| n\/a \| 1\.20 \| 1\.50 \| — \| 0\.80× \| met vs HAProxy \|/,
   );
+  // Latency rounds are absolute figures, compared by difference in the row's unit.
+  r.p99Rounds.https = { "proxy-please": { value: 9.5 }, haproxy: { value: 8.25 } };
+  assert.match(
+    renderTable(r),
+    /\| latency p99, rounds alternating with HAProxy \(median\) \| TLS \| ms \| n\/a \| 9\.50 \| 8\.25 \| — \| \+1\.25 ms \| missed vs HAProxy \|/,
+  );
+  // HAProxy on one thread is shown beside, not a target.
+  r.rateRoundsOneThread.http = { "proxy-please": { value: 950 }, haproxy: { value: 1100 } };
+  assert.match(
+    renderTable(r),
+    /\| connection rate, same rounds, HAProxy with nbthread 1 \(median\) \| HTTP \| conn\/s \| n\/a \| 950 \| 1100 \| — \| 0\.86× \| — \|/,
+  );
   // Rows with nothing measured stay readable.
   assert.match(
     table,
     /\| memory per idle connection \| HTTP \| KiB \| n\/a \| — \| — \| — \| — \| — \|/,
   );
+});
+
+Deno.test("roundsFigure is the median of the rounds, each noted, and fails if any round failed", () => {
+  assert.deepEqual(roundsFigure([5, 1, 3], 3, 1), { value: 3, note: "rounds 5.0, 1.0, 3.0" });
+  assert.deepEqual(roundsFigure([5, 1], 3, 0), { value: null, note: "1 of 3 rounds failed" });
+});
+
+Deno.test("withThreads sets nbthread in haproxy.cfg's global section, and only there", async () => {
+  const file = await Deno.readTextFile(new URL("./haproxy.cfg", import.meta.url));
+  const text = renderConfig(file, { state: "/s", dns: "198.18.0.53" });
+  const one = withThreads(text, 1);
+  assert.match(one, /^global\n {4}nbthread 1\n/m);
+  assert.equal(one.match(/nbthread/g)?.length, 1);
+  assert.equal(one.replace("\n    nbthread 1", ""), text);
+  assert.throws(() => withThreads("defaults\n", 1), /no global section/);
 });

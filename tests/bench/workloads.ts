@@ -122,7 +122,7 @@ export async function connectionRate(
 ): Promise<{ rate: Figure; cpuPerThousand: Figure }> {
   // Steady state is what is compared: 2 s of the same load first, unmeasured, so that no system
   // is measured while it compiles its code or grows its pools.
-  await wrkRate(lab, proto, RATE_WARM_UP_SECONDS);
+  await warmLoad(lab, proto);
   const [rate, cpu] = await withCpu(lab, () => wrkRate(lab, proto, seconds));
   const cpuPerThousand: Figure = rate.value === null
     ? { value: null, note: "rate failed" }
@@ -130,7 +130,14 @@ export async function connectionRate(
   return { rate, cpuPerThousand };
 }
 
-/** Unmeasured load before a connection-rate run. */
+/**
+ * Load that is not measured (2 s of the connection-rate workload), so that what follows finds
+ * the system in steady state: code compiled, pools grown.
+ */
+export async function warmLoad(lab: Lab, proto: Proto): Promise<void> {
+  await wrkRate(lab, proto, RATE_WARM_UP_SECONDS);
+}
+
 const RATE_WARM_UP_SECONDS = 2;
 
 async function wrkRate(lab: Lab, proto: Proto, seconds: number): Promise<Figure> {
