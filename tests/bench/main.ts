@@ -32,6 +32,7 @@ import {
   GIB,
   idleMemory,
   latency,
+  latencyWithFirstHop,
   type Proto,
   warmLoad,
 } from "./workloads.ts";
@@ -266,7 +267,7 @@ async function runRounds(lab: Lab, plan: Plan, results: Results): Promise<void> 
     [PROXY_PLEASE, HAPROXY],
     (proto) =>
       warmUp(lab).then(() => warmLoad(lab, proto)).then(() =>
-        latency(lab, proto, plan.latencyRate, plan.latencySeconds)
+        latencyWithFirstHop(lab, proto, plan.latencyRate, plan.latencySeconds)
       ),
   );
   // As in the run above: a few requests first, then the idle connections.
@@ -305,6 +306,10 @@ async function runRounds(lab: Lab, plan: Plan, results: Results): Promise<void> 
     results.p99Rounds[proto] = {
       "proxy-please": figure(l, PROXY_PLEASE, "p99", 2),
       haproxy: figure(l, HAPROXY, "p99", 2),
+    };
+    results.firstHopRounds[proto] = {
+      "proxy-please": figure(l, PROXY_PLEASE, "firstHop", 0),
+      haproxy: figure(l, HAPROXY, "firstHop", 0),
     };
     results.idleRounds[proto] = {
       "proxy-please": figure(i, PROXY_PLEASE, "average", 2),

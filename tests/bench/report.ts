@@ -21,6 +21,7 @@ export type Metric =
   | "p99"
   | "p50Rounds"
   | "p99Rounds"
+  | "firstHopRounds"
   | "idle"
   | "idleMarginal"
   | "idleRounds"
@@ -118,6 +119,13 @@ export const METRICS: Record<Metric, MetricInfo> = {
     noDirect: true,
     difference: true,
     target: "haproxy",
+  },
+  firstHopRounds: {
+    label: "first hop in the router (request in, out upstream), p50, same rounds (median)",
+    unit: "µs",
+    better: "lower",
+    noDirect: true,
+    difference: true,
   },
   idle: {
     label: "memory per idle connection",

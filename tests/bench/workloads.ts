@@ -6,12 +6,13 @@
  * @module
  */
 
-import { inNamespace, run } from "../lab/command.ts";
+import { inNamespace, run, sleep } from "../lab/command.ts";
 import type { Lab } from "../lab/lab.ts";
 import { LAB_HOSTS } from "../lab/topology.ts";
 import type { BenchFiles } from "./bench_lab.ts";
 import { cpuSeconds, machineBusySeconds, rssKiB } from "./measure.ts";
 import { routerPids } from "./peers.ts";
+import { firstHops, parseTcpdumpLine } from "./first_hop.ts";
 
 /** HTTP (port 80) or TLS pass-through (port 443). */
 export type Proto = "http" | "https";
@@ -210,6 +211,69 @@ export async function latency(
     const note = `latency client failed: ${(out.stderr || out.stdout).trim().slice(0, 200)}`;
     return { p50: { value: null, note }, p99: { value: null, note } };
   }
+}
+
+/**
+ * {@link latency}, with the system's first hop measured on the wire meanwhile (`first_hop.ts`):
+ * its median over the run's connections, in microseconds.
+ */
+export async function latencyWithFirstHop(
+  lab: Lab,
+  proto: Proto,
+  rate: number,
+  seconds: number,
+): Promise<LatencyResult & { firstHop: Figure }> {
+  const port = proto === "http" ? 80 : 443;
+  const dump = new Deno.Command("ip", {
+    args: [
+      "netns",
+      "exec",
+      lab.t.ns.router,
+      "tcpdump",
+      "-i",
+      "any",
+      "-tt",
+      "-n",
+      "-l",
+      "-B",
+      "65536",
+      `tcp port ${port}`,
+    ],
+    stdout: "piped",
+    stderr: "piped",
+  });
+  let capture: Deno.ChildProcess;
+  try {
+    capture = dump.spawn();
+  } catch (e) {
+    const lat = await latency(lab, proto, rate, seconds);
+    return { ...lat, firstHop: { value: null, note: `tcpdump: ${e}` } };
+  }
+  const text = new Response(capture.stdout).text();
+  const errors = capture.stderr.pipeThrough(new TextDecoderStream()).getReader();
+  // tcpdump says so on stderr once it captures; it gets 5 s.
+  let said = "";
+  const deadline = Date.now() + 5_000;
+  while (!said.includes("listening on") && Date.now() < deadline) {
+    const next = await Promise.race([errors.read(), sleep(deadline - Date.now())]);
+    if (next === undefined || next.done) break;
+    said += next.value;
+  }
+  const lat = await latency(lab, proto, rate, seconds);
+  // The last segments are still on their way when the client has its answers.
+  await sleep(300);
+  capture.kill("SIGINT");
+  const [status, lines] = await Promise.all([capture.status, text]);
+  errors.cancel().catch(() => {});
+  const hops = firstHops(
+    lines.split("\n").map(parseTcpdumpLine).filter((l) => l !== null),
+    lab.t.addr.routerWan4,
+    port,
+  ).sort((a, b) => a - b);
+  const firstHop: Figure = hops.length === 0
+    ? { value: null, note: `no first hop seen (tcpdump exit ${status.code}: ${said.trim()})` }
+    : { value: hops[Math.floor((hops.length - 1) / 2)] };
+  return { ...lat, firstHop };
 }
 
 /** Memory per idle connection: over all of them, and for the second half alone. */
