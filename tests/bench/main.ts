@@ -248,6 +248,16 @@ export function roundsFigure(values: readonly number[], rounds: number, digits: 
 async function runRounds(lab: Lab, plan: Plan, results: Results): Promise<void> {
   const figure = <K extends string>(v: RoundValues<K>, c: Contender, key: K, digits: number) =>
     roundsFigure(v.get(c)?.[key] ?? [], plan.rounds, digits);
+  /** proxy-please's figure and `peer`'s, from the same rounds of `v`. */
+  const row = <K extends string>(v: RoundValues<K>, key: K, digits: number, peer = HAPROXY) => ({
+    "proxy-please": figure(v, PROXY_PLEASE, key, digits),
+    haproxy: figure(v, peer, key, digits),
+  });
+  /** Beside HAProxy on one thread: proxy-please's rounds are noted on the row above. */
+  const besideOneThread = <K extends string>(v: RoundValues<K>, key: K, digits: number) => {
+    const both = row(v, key, digits, HAPROXY_ONE_THREAD);
+    return { ...both, "proxy-please": { value: both["proxy-please"].value } };
+  };
   const rates = await alternating(
     lab,
     plan,
@@ -283,38 +293,14 @@ async function runRounds(lab: Lab, plan: Plan, results: Results): Promise<void> 
   );
   for (const proto of ["http", "https"] as const) {
     const r = rates[proto], l = latencies[proto], i = idles[proto];
-    // proxy-please's figures are the same rounds' on both rows; its rounds are noted once.
-    const ppRate = figure(r, PROXY_PLEASE, "rate", 0);
-    const ppCpu = figure(r, PROXY_PLEASE, "cpu", 3);
-    results.rateRounds[proto] = { "proxy-please": ppRate, haproxy: figure(r, HAPROXY, "rate", 0) };
-    results.rateRoundsOneThread[proto] = {
-      "proxy-please": { value: ppRate.value },
-      haproxy: figure(r, HAPROXY_ONE_THREAD, "rate", 0),
-    };
-    results.cpuConnRounds[proto] = {
-      "proxy-please": ppCpu,
-      haproxy: figure(r, HAPROXY, "cpu", 3),
-    };
-    results.cpuConnRoundsOneThread[proto] = {
-      "proxy-please": { value: ppCpu.value },
-      haproxy: figure(r, HAPROXY_ONE_THREAD, "cpu", 3),
-    };
-    results.p50Rounds[proto] = {
-      "proxy-please": figure(l, PROXY_PLEASE, "p50", 2),
-      haproxy: figure(l, HAPROXY, "p50", 2),
-    };
-    results.p99Rounds[proto] = {
-      "proxy-please": figure(l, PROXY_PLEASE, "p99", 2),
-      haproxy: figure(l, HAPROXY, "p99", 2),
-    };
-    results.firstHopRounds[proto] = {
-      "proxy-please": figure(l, PROXY_PLEASE, "firstHop", 0),
-      haproxy: figure(l, HAPROXY, "firstHop", 0),
-    };
-    results.idleRounds[proto] = {
-      "proxy-please": figure(i, PROXY_PLEASE, "average", 2),
-      haproxy: figure(i, HAPROXY, "average", 2),
-    };
+    results.rateRounds[proto] = row(r, "rate", 0);
+    results.rateRoundsOneThread[proto] = besideOneThread(r, "rate", 0);
+    results.cpuConnRounds[proto] = row(r, "cpu", 3);
+    results.cpuConnRoundsOneThread[proto] = besideOneThread(r, "cpu", 3);
+    results.p50Rounds[proto] = row(l, "p50", 2);
+    results.p99Rounds[proto] = row(l, "p99", 2);
+    results.firstHopRounds[proto] = row(l, "firstHop", 0);
+    results.idleRounds[proto] = row(i, "average", 2);
   }
 }
 
