@@ -224,24 +224,18 @@ export async function latencyWithFirstHop(
   seconds: number,
 ): Promise<LatencyResult & { firstHop: Figure }> {
   const port = proto === "http" ? 80 : 443;
-  const dump = new Deno.Command("ip", {
-    args: [
-      "netns",
-      "exec",
-      lab.t.ns.router,
-      "tcpdump",
-      "-i",
-      "any",
-      "-tt",
-      "-n",
-      "-l",
-      "-B",
-      "65536",
-      `tcp port ${port}`,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  });
+  const argv = inNamespace(lab.t.ns.router, [
+    "tcpdump",
+    "-i",
+    "any",
+    "-tt",
+    "-n",
+    "-l",
+    "-B",
+    "65536",
+    `tcp port ${port}`,
+  ]);
+  const dump = new Deno.Command(argv[0], { args: argv.slice(1), stdout: "piped", stderr: "piped" });
   let capture: Deno.ChildProcess;
   try {
     capture = dump.spawn();
@@ -262,7 +256,11 @@ export async function latencyWithFirstHop(
   const lat = await latency(lab, proto, rate, seconds);
   // The last segments are still on their way when the client has its answers.
   await sleep(300);
-  capture.kill("SIGINT");
+  try {
+    capture.kill("SIGINT");
+  } catch {
+    // It has ended already (not installed, say): its status and words tell.
+  }
   const [status, lines] = await Promise.all([capture.status, text]);
   errors.cancel().catch(() => {});
   const hops = firstHops(
