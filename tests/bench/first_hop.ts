@@ -41,13 +41,16 @@ export function parseTcpdumpLine(line: string): Segment | null {
   };
 }
 
+/** Longest wait from a client's first data to its upstream SYN that still pairs them. */
+const MAX_PAIRING_GAP_S = 0.005;
+
 /**
  * First-hop delays in microseconds, one per client connection whose first data segment was
  * followed by an upstream connection (a SYN from `upstreamFrom` to `port`) that carried data.
  * Client connections are paired with upstream ones in time order: each takes the first upstream
  * SYN sent after its first data arrived, which is unambiguous while connections are further
- * apart than the hop (the benchmark opens one every 10 ms) and every one is allowed (a denied
- * one would take the next one's upstream). Upstream connections that carried no data are not
+ * apart than the hop (the benchmark opens one every 10 ms; a SYN more than 5 ms after a client's
+ * data is not its own) and every one is allowed. Upstream connections that carried no data are not
  * counted. The lines may come in any order.
  */
 export function firstHops(
@@ -78,6 +81,9 @@ export function firstHops(
   for (const arrived of clients) {
     while (next < opened.length && opened[next].syn < arrived) next++;
     if (next === opened.length) break;
+    // A SYN the capture missed would hand every later client its successor's: a client with no
+    // SYN soon enough is left out, and the SYN stays for the next one.
+    if (opened[next].syn - arrived > MAX_PAIRING_GAP_S) continue;
     const up = opened[next++];
     if (up.data !== Infinity) hops.push(Math.round((up.data - arrived) * 1e6));
   }

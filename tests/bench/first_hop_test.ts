@@ -70,3 +70,17 @@ Deno.test("firstHops pairs each client's first data with the next upstream SYN, 
   assert.deepEqual(firstHops(shuffled, ROUTER, 443), [300, 600]);
   assert.deepEqual(firstHops(segments, "198.19.0.2", 443), []);
 });
+
+Deno.test("firstHops leaves out a client whose upstream SYN the capture missed, and no other", () => {
+  const segments: Segment[] = [
+    seg(20.0, true, CLIENT, 1001, 243), // its SYN was not captured
+    seg(20.0003, false, ROUTER, 2001, 243),
+    seg(20.01, true, CLIENT, 1002, 243),
+    seg(20.0101, false, ROUTER, 2002, 0, true),
+    seg(20.0104, false, ROUTER, 2002, 243), // 400 us
+    seg(20.02, true, CLIENT, 1003, 243),
+    seg(20.0201, false, ROUTER, 2003, 0, true),
+    seg(20.0203, false, ROUTER, 2003, 243), // 300 us
+  ];
+  assert.deepEqual(firstHops(segments, ROUTER, 443), [400, 300]);
+});
