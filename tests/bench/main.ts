@@ -239,7 +239,7 @@ export function roundsFigure(values: readonly number[], rounds: number, digits: 
   const failed = rounds - values.length;
   if (failed > 0) return { value: null, note: `${failed} of ${rounds} rounds failed` };
   return {
-    value: median([...values]),
+    value: median(values),
     note: `rounds ${values.map((v) => v.toFixed(digits)).join(", ")}`,
   };
 }

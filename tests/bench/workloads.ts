@@ -10,7 +10,7 @@ import { inNamespace, run, sleep } from "../lab/command.ts";
 import type { Lab } from "../lab/lab.ts";
 import { LAB_HOSTS } from "../lab/topology.ts";
 import type { BenchFiles } from "./bench_lab.ts";
-import { cpuSeconds, machineBusySeconds, rssKiB } from "./measure.ts";
+import { cpuSeconds, machineBusySeconds, median, rssKiB } from "./measure.ts";
 import { routerPids } from "./peers.ts";
 import { firstHops, parseTcpdumpLine } from "./first_hop.ts";
 
@@ -267,10 +267,10 @@ export async function latencyWithFirstHop(
     lines.split("\n").map(parseTcpdumpLine).filter((l) => l !== null),
     lab.t.addr.routerWan4,
     port,
-  ).sort((a, b) => a - b);
+  );
   const firstHop: Figure = hops.length === 0
     ? { value: null, note: `no first hop seen (tcpdump exit ${status.code}: ${said.trim()})` }
-    : { value: hops[Math.floor((hops.length - 1) / 2)] };
+    : { value: median(hops) };
   return { ...lat, firstHop };
 }
 
