@@ -141,6 +141,13 @@ const NO_BYTES = new Uint8Array(0);
  */
 const LATE_REPORT_MS = 25;
 /**
+ * Reports nothing waits on go once the thread has had no event for this long, unless they are
+ * late first: sent as soon as a turn ended, they went out just as a new connection's answer
+ * came back, and held it (a send costs 150 us at the median when cold; 17 % of the answers at
+ * 100 connections per second waited behind one, p90 530 us against 118 us).
+ */
+const QUIET_MS = 1;
+/**
  * How many distinct texts the kept fields share before the table starts over: enough for the
  * names and destinations in use, bounded whatever the traffic.
  */
@@ -423,10 +430,10 @@ function tallied(now: number): void {
 }
 
 /**
- * Sends what was reported, now if anything waits on it (a greeting to decide), else once the
- * oldest report is LATE_REPORT_MS old: the thread's own allows, the ends of connections and
- * refusals only feed logs and metrics, and sending them with the next batch spares the main
- * thread a wake-up each.
+ * Sends what was reported, now if anything waits on it (a greeting to decide) or `force` says
+ * so (the thread is quiet), else once the oldest report is LATE_REPORT_MS old: the thread's own
+ * allows, the ends of connections and refusals only feed logs and metrics, and sending them
+ * with the next batch spares the main thread a wake-up each.
  */
 function flushReports(force = false): void {
   if (outbox.length === 0 && tally.empty) return;
@@ -456,15 +463,13 @@ async function loop(): Promise<void> {
       command(c);
     }
     const open = greeted.size + relayCount + lingering.size + paused > 0;
-    // Whatever this turn produced goes out before the thread may block.
     flushReports();
+    const reporting = outbox.length > 0 || !tally.empty;
     // With nothing open, the thread blocks for good only once its garbage is collected.
-    const wait = outbox.length > 0 || !tally.empty
-      ? LATE_REPORT_MS
-      : open || !collector.settled
-      ? SWEEP_MS
-      : -1;
+    const wait = reporting ? QUIET_MS : open || !collector.settled ? SWEEP_MS : -1;
     const n = s.epoll_wait(epfd, events, MAX_EVENTS, wait);
+    // Quiet: what this thread reported goes now, between connections rather than amid one.
+    if (n === 0 && reporting) flushReports(true);
     if (n < 0 && readErrno() !== EINTR) {
       // A bug or a resource limit: end every connection, loudly, and keep serving commands.
       const error = `epoll_${errnoName(readErrno())}`;
