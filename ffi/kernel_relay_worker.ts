@@ -135,18 +135,21 @@ const ACCEPTS_PER_EVENT = 64;
 const FIRST_BYTES = 4096;
 const NO_BYTES = new Uint8Array(0);
 /**
- * How long reports nothing waits on (the thread's own allows, ends, refusals) may wait for
- * company: each batch costs the main thread a wake-up and a message event, measured as its
- * largest cost per TLS connection at 5 ms. Those reports carry their own times for the logs.
+ * How long reports nothing waits on (the thread's own allows, ends, refusals) wait for company:
+ * each batch costs the main thread a wake-up and a message event, measured as its largest cost
+ * per TLS connection at 5 ms. Those reports carry their own times for the logs.
  */
 const LATE_REPORT_MS = 25;
 /**
- * Reports nothing waits on go once the thread has had no event for this long, unless they are
- * late first: sent as soon as a turn ended, they went out just as a new connection's answer
- * came back, and held it (a send costs 150 us at the median when cold; 17 % of the answers at
- * 100 connections per second waited behind one, p90 530 us against 118 us).
+ * Once late, they go at the first moment the thread has had no event for QUIET_MS, or amid
+ * traffic once OVERDUE_REPORT_MS old. Sent as soon as a turn ended, they went out just as a new
+ * connection's answer came back, and held it: a send costs 150 us at the median when cold, and
+ * at 100 connections per second 17 % of the answers waited behind one (p90 530 us against 118).
+ * Sent at every quiet moment instead, they cost the thread and the main thread a wake-up per
+ * line (CPU per connection at that rate up by a quarter to a half).
  */
 const QUIET_MS = 1;
+const OVERDUE_REPORT_MS = 50;
 /**
  * How many distinct texts the kept fields share before the table starts over: enough for the
  * names and destinations in use, bounded whatever the traffic.
@@ -431,13 +434,13 @@ function tallied(now: number): void {
 
 /**
  * Sends what was reported, now if anything waits on it (a greeting to decide) or `force` says
- * so (the thread is quiet), else once the oldest report is LATE_REPORT_MS old: the thread's own
- * allows, the ends of connections and refusals only feed logs and metrics, and sending them
- * with the next batch spares the main thread a wake-up each.
+ * so, else once the oldest report is overdue: the thread's own allows, the ends of connections
+ * and refusals only feed logs and metrics, and sending them together spares the main thread a
+ * wake-up each (see {@link QUIET_MS}).
  */
 function flushReports(force = false): void {
   if (outbox.length === 0 && tally.empty) return;
-  if (!force && !urgent && Date.now() - lateSince < LATE_REPORT_MS) return;
+  if (!force && !urgent && Date.now() - lateSince < OVERDUE_REPORT_MS) return;
   const gathered = tally.take();
   if (gathered === null) self.postMessage(outbox.splice(0));
   else {
@@ -464,12 +467,16 @@ async function loop(): Promise<void> {
     }
     const open = greeted.size + relayCount + lingering.size + paused > 0;
     flushReports();
-    const reporting = outbox.length > 0 || !tally.empty;
+    const age = outbox.length > 0 || !tally.empty ? Date.now() - lateSince : -1;
     // With nothing open, the thread blocks for good only once its garbage is collected.
-    const wait = reporting ? QUIET_MS : open || !collector.settled ? SWEEP_MS : -1;
+    const wait = age >= 0
+      ? Math.max(QUIET_MS, LATE_REPORT_MS - age)
+      : open || !collector.settled
+      ? SWEEP_MS
+      : -1;
     const n = s.epoll_wait(epfd, events, MAX_EVENTS, wait);
-    // Quiet: what this thread reported goes now, between connections rather than amid one.
-    if (n === 0 && reporting) flushReports(true);
+    // Quiet and late: the reports go now, between connections rather than amid one.
+    if (n === 0 && age >= 0 && age + wait >= LATE_REPORT_MS) flushReports(true);
     if (n < 0 && readErrno() !== EINTR) {
       // A bug or a resource limit: end every connection, loudly, and keep serving commands.
       const error = `epoll_${errnoName(readErrno())}`;
@@ -782,7 +789,7 @@ function sendGreeting(g: Greeted, read: Greeting["read"]): void {
   if (quick === null) return report({ kind: "greeting", greeting: known });
   const check = g.proto === "HTTP" ? { pinnedName: quick.name } : undefined;
   const allow = {
-    fields: keepFields(quick.fields),
+    fields: quick.fields,
     at: Date.now(),
     name: quick.name,
     accepted: known.accepted,
@@ -790,9 +797,12 @@ function sendGreeting(g: Greeted, read: Greeting["read"]): void {
   allowed.push({ g, connectTo: quick.connectTo, check, allow });
 }
 
-/** The ALLOWED line of a connection this thread allowed, timed when it was decided. */
+/**
+ * The ALLOWED line of a connection this thread allowed, timed when it was decided; its fields
+ * (the relay's too) are kept from here on, so they share their texts.
+ */
 function allowedOnThread(allow: ThreadAllow): void {
-  tally.allowed(allow.fields, allow.at, allow.name);
+  tally.allowed(keepFields(allow.fields), allow.at, allow.name);
   tallied(allow.at);
 }
 
