@@ -8,7 +8,7 @@ import {
   type PlaneProto,
   type PlaneSettings,
 } from "../ffi/kernel_relay.ts";
-import { fdSymbolOf, rawFdOf } from "../ffi/conn_fd.ts";
+import { fdSymbolOf, rawFdOf, socketAddressOf } from "../ffi/conn_fd.ts";
 import { openLibc } from "../ffi/libc.ts";
 import { Admission, type Refusal } from "../src/admission.ts";
 import { parseAllowlist } from "../src/allowlist.ts";
@@ -89,6 +89,46 @@ function cork(conn: Deno.Conn, on: boolean): void {
   } finally {
     lib.close();
   }
+}
+
+/**
+ * Whether this process's TCP socket from local port `local` to peer port `peer` has
+ * `TCP_NODELAY` set (the relay thread's sockets are this process's too); fails the test when
+ * there is no such socket.
+ */
+function noDelayOf(local: number, peer: number): boolean {
+  const libc = openLibc([libcPath]);
+  for (const entry of Deno.readDirSync("/proc/self/fd")) {
+    const fd = Number(entry.name);
+    let target: string;
+    try {
+      target = Deno.readLinkSync(`/proc/self/fd/${fd}`);
+    } catch {
+      continue; // closed meanwhile
+    }
+    if (!target.startsWith("socket:")) continue;
+    const mine = socketAddressOf(libc, fd, "getsockname");
+    const theirs = socketAddressOf(libc, fd, "getpeername");
+    if (!mine.ok || !theirs.ok || mine.address.port !== local || theirs.address.port !== peer) {
+      continue;
+    }
+    const value = new Int32Array(1);
+    const length = new Uint32Array([4]);
+    const IPPROTO_TCP = 6, TCP_NODELAY = 1;
+    assert.equal(
+      libc.getsockopt(
+        fd,
+        IPPROTO_TCP,
+        TCP_NODELAY,
+        new Uint8Array(value.buffer),
+        length,
+      ),
+      0,
+      "getsockopt TCP_NODELAY",
+    );
+    return value[0] !== 0;
+  }
+  throw new Error(`no socket from port ${local} to port ${peer}`);
 }
 
 /** The relay thread serving one loopback listener, with what it reported. */
@@ -251,6 +291,22 @@ Deno.test("relay thread, TLS: a hello in small pieces is put together before it 
     plane.relay.dismiss(greeting.id);
     assert.equal((await readAll(client)).length, 0, "dismissed: closed without a byte");
     client.close();
+  }));
+
+Deno.test("relay thread: the sockets it accepts and the ones it opens upstream do not wait for Nagle", () =>
+  withPlane(async (plane) => {
+    // The first may have been queued before the thread had the listener; the second was not.
+    for (const _ of ["queued maybe", "accepted later"]) {
+      const { client, server, done } = await setUp(plane, buildHello());
+      const clientPort = (client.localAddr as Deno.NetAddr).port;
+      const upstreamPort = (server.remoteAddr as Deno.NetAddr).port;
+      const serverPort = (server.localAddr as Deno.NetAddr).port;
+      assert.equal(noDelayOf(plane.listener.addr.port, clientPort), true, "accepted socket");
+      assert.equal(noDelayOf(upstreamPort, serverPort), true, "upstream socket");
+      client.close();
+      server.close();
+      await done;
+    }
   }));
 
 Deno.test("relay thread, TLS: after the client's FIN the answer still flows (half-close)", () =>
