@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { firstHops, parseTcpdumpLine, type Segment } from "./first_hop.ts";
+import { answerHops, firstHops, parseTcpdumpLine, type Segment } from "./first_hop.ts";
 
 const CLIENT = "198.18.1.10";
 const ROUTER = "198.19.0.1";
@@ -15,6 +15,7 @@ Deno.test("parseTcpdumpLine reads time, direction, ends, SYN and payload length"
       inbound: true,
       src: CLIENT,
       srcPort: 49416,
+      dst: SERVER,
       dstPort: 443,
       syn: true,
       length: 0,
@@ -46,7 +47,12 @@ function seg(
   length: number,
   syn = false,
 ): Segment {
-  return { at, inbound, src, srcPort, dstPort: 443, syn, length };
+  return { at, inbound, src, srcPort, dst: SERVER, dstPort: 443, syn, length };
+}
+
+/** A segment from the server's port: to the proxy's upstream socket (in) or to a client (out). */
+function back(at: number, inbound: boolean, dst: string, dstPort: number, length: number): Segment {
+  return { at, inbound, src: SERVER, srcPort: 443, dst, dstPort, syn: false, length };
 }
 
 Deno.test("firstHops pairs each client's first data with the next upstream SYN, in time order", () => {
@@ -83,4 +89,31 @@ Deno.test("firstHops leaves out a client whose upstream SYN the capture missed, 
     seg(20.0203, false, ROUTER, 2003, 243), // 300 us
   ];
   assert.deepEqual(firstHops(segments, ROUTER, 443), [400, 300]);
+});
+
+Deno.test("answerHops measures from the server's first data in to the first data out to its client", () => {
+  const segments: Segment[] = [
+    seg(30.0, true, CLIENT, 1001, 243),
+    seg(30.0001, false, ROUTER, 2001, 0, true),
+    back(30.00012, true, ROUTER, 2001, 0), // SYN-ACK: no data
+    seg(30.0002, false, ROUTER, 2001, 243),
+    back(30.0003, true, ROUTER, 2001, 1400), // ServerHello in
+    back(30.00037, false, CLIENT, 1001, 1400), // out to its client: 70 us
+    back(30.0004, true, ROUTER, 2001, 900), // later data counts for nothing
+    back(30.00045, false, CLIENT, 1001, 900),
+    seg(30.01, true, CLIENT, 1002, 243),
+    seg(30.0101, false, ROUTER, 2002, 0, true),
+    seg(30.0102, false, ROUTER, 2002, 243),
+    back(30.0103, true, ROUTER, 2002, 1400),
+    back(30.0105, false, CLIENT, 1001, 10), // another client's: not this one's
+    back(30.0107, false, CLIENT, 1002, 1400), // 400 us
+    seg(30.02, true, CLIENT, 1003, 243),
+    seg(30.0201, false, ROUTER, 2003, 0, true),
+    seg(30.0202, false, ROUTER, 2003, 243),
+    back(30.0203, true, ROUTER, 2003, 1400), // never reached its client: not counted
+  ];
+  assert.deepEqual(answerHops(segments, ROUTER, 443), [70, 400]);
+  assert.deepEqual(answerHops([...segments].reverse(), ROUTER, 443), [70, 400]);
+  // The first hops of the same connections, from the same pairing.
+  assert.deepEqual(firstHops(segments, ROUTER, 443), [200, 200, 200]);
 });

@@ -300,6 +300,7 @@ async function runRounds(lab: Lab, plan: Plan, results: Results): Promise<void> 
     results.p50Rounds[proto] = row(l, "p50", 2);
     results.p99Rounds[proto] = row(l, "p99", 2);
     results.firstHopRounds[proto] = row(l, "firstHop", 0);
+    results.answerHopRounds[proto] = row(l, "answerHop", 0);
     results.idleRounds[proto] = row(i, "average", 2);
   }
 }

@@ -12,6 +12,13 @@ export function median(values: readonly number[]): number {
   return sorted.length % 2 === 1 ? sorted[mid] : (sorted[mid - 1] + sorted[mid]) / 2;
 }
 
+/** The `q`-quantile (0..1) of values sorted ascending, nearest rank; NaN for none. */
+export function quantile(sorted: readonly number[], q: number): number {
+  if (sorted.length === 0) return Number.NaN;
+  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
+  return sorted[rank];
+}
+
 /** Clock ticks per second of /proc's CPU times (USER_HZ, 100 on Linux). */
 export const CLOCK_TICKS = 100;
 

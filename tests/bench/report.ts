@@ -22,6 +22,7 @@ export type Metric =
   | "p50Rounds"
   | "p99Rounds"
   | "firstHopRounds"
+  | "answerHopRounds"
   | "idle"
   | "idleMarginal"
   | "idleRounds"
@@ -122,6 +123,13 @@ export const METRICS: Record<Metric, MetricInfo> = {
   },
   firstHopRounds: {
     label: "first hop in the router (request in, out upstream), p50, same rounds (median)",
+    unit: "µs",
+    better: "lower",
+    noDirect: true,
+    difference: true,
+  },
+  answerHopRounds: {
+    label: "answer hop in the router (answer in, out to the client), p90, same rounds (median)",
     unit: "µs",
     better: "lower",
     noDirect: true,

@@ -1,11 +1,16 @@
 import assert from "node:assert/strict";
 import { emptyResults, renderTable, shown, targetCell } from "./report.ts";
-import { median, parseProcStat, parseStatCpuTicks, parseStatusRssKiB } from "./measure.ts";
+import {
+  median,
+  parseProcStat,
+  parseStatCpuTicks,
+  parseStatusRssKiB,
+  quantile,
+} from "./measure.ts";
 import { parseWrk } from "./workloads.ts";
 import { replaceResults, roundsFigure } from "./main.ts";
 import { renderConfig, withThreads } from "./peers.ts";
 import { ipv4Only } from "./bench_lab.ts";
-import { quantile } from "./clients/latency_client.ts";
 
 Deno.test("parseWrk reads the rate, the request count and every error wrk counts", () => {
   const text = `Running 1s test @ http://allowed.test/

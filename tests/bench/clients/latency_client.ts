@@ -9,14 +9,9 @@
  * @module
  */
 
-const REQUEST_DEADLINE_MS = 10_000;
+import { quantile } from "../measure.ts";
 
-/** The `q`-quantile (0..1) of sorted values, nearest rank. */
-export function quantile(sorted: readonly number[], q: number): number {
-  if (sorted.length === 0) return NaN;
-  const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil(q * sorted.length) - 1));
-  return sorted[rank];
-}
+const REQUEST_DEADLINE_MS = 10_000;
 
 async function once(
   proto: string,
