@@ -32,7 +32,7 @@ import {
   GIB,
   idleMemory,
   latency,
-  latencyWithFirstHop,
+  latencyWithHops,
   type Proto,
   warmLoad,
 } from "./workloads.ts";
@@ -277,7 +277,7 @@ async function runRounds(lab: Lab, plan: Plan, results: Results): Promise<void> 
     [PROXY_PLEASE, HAPROXY],
     (proto) =>
       warmUp(lab).then(() => warmLoad(lab, proto)).then(() =>
-        latencyWithFirstHop(lab, proto, plan.latencyRate, plan.latencySeconds)
+        latencyWithHops(lab, proto, plan.latencyRate, plan.latencySeconds)
       ),
   );
   // As in the run above: a few requests first, then the idle connections.

@@ -12,7 +12,7 @@ import { LAB_HOSTS } from "../lab/topology.ts";
 import type { BenchFiles } from "./bench_lab.ts";
 import { cpuSeconds, machineBusySeconds, median, quantile, rssKiB } from "./measure.ts";
 import { routerPids } from "./peers.ts";
-import { answerHops, firstHops, parseTcpdumpLine } from "./first_hop.ts";
+import { answerHops, firstHops, parseTcpdumpLine } from "./router_hops.ts";
 
 /** HTTP (port 80) or TLS pass-through (port 443). */
 export type Proto = "http" | "https";
@@ -214,11 +214,11 @@ export async function latency(
 }
 
 /**
- * {@link latency}, with the system's two hops measured on the wire meanwhile (`first_hop.ts`),
+ * {@link latency}, with the system's two hops measured on the wire meanwhile (`router_hops.ts`),
  * in microseconds: the first hop's median over the run's connections, and the answer hop's 90th
  * percentile (a relay held up now and then, by the system's own work, shows there first).
  */
-export async function latencyWithFirstHop(
+export async function latencyWithHops(
   lab: Lab,
   proto: Proto,
   rate: number,

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { answerHops, firstHops, parseTcpdumpLine, type Segment } from "./first_hop.ts";
+import { answerHops, firstHops, parseTcpdumpLine, type Segment } from "./router_hops.ts";
 
 const CLIENT = "198.18.1.10";
 const ROUTER = "198.19.0.1";
