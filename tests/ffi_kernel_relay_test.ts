@@ -9,7 +9,7 @@ import {
   type PlaneSettings,
 } from "../ffi/kernel_relay.ts";
 import { fdSymbolOf, rawFdOf, socketAddressOf } from "../ffi/conn_fd.ts";
-import { openLibc } from "../ffi/libc.ts";
+import { type Libc, openLibc } from "../ffi/libc.ts";
 import { Admission, type Refusal } from "../src/admission.ts";
 import { parseAllowlist } from "../src/allowlist.ts";
 import {
@@ -98,6 +98,14 @@ function cork(conn: Deno.Conn, on: boolean): void {
  */
 function noDelayOf(local: number, peer: number): boolean {
   const libc = openLibc([libcPath]);
+  try {
+    return noDelayWith(libc, local, peer);
+  } finally {
+    libc.close();
+  }
+}
+
+function noDelayWith(libc: Libc, local: number, peer: number): boolean {
   for (const entry of Deno.readDirSync("/proc/self/fd")) {
     const fd = Number(entry.name);
     let target: string;
