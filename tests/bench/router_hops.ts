@@ -127,32 +127,25 @@ function pairs(segments: readonly Segment[], upstreamFrom: string, port: number)
   return out;
 }
 
-function micros(from: number, to: number): number {
-  return Math.round((to - from) * 1e6);
+/** A capture's hop delays in microseconds, from one pairing of its connections (see above). */
+export interface RouterHops {
+  /** One per client connection whose upstream connection carried data. */
+  first: number[];
+  /** One per client connection whose server answered and whose answer reached it. */
+  answer: number[];
 }
 
-/**
- * First-hop delays in microseconds, one per client connection (paired as above) whose upstream
- * connection carried data. Upstream connections that carried no data are not counted.
- */
-export function firstHops(
+/** Both hops of every paired connection in `segments`. */
+export function routerHops(
   segments: readonly Segment[],
   upstreamFrom: string,
   port: number,
-): number[] {
-  return pairs(segments, upstreamFrom, port).filter((p) => p.requestOut !== Infinity)
-    .map((p) => micros(p.requestIn, p.requestOut));
-}
-
-/**
- * Answer-hop delays in microseconds, one per client connection (paired as above) whose server
- * answered and whose answer reached the client within the capture.
- */
-export function answerHops(
-  segments: readonly Segment[],
-  upstreamFrom: string,
-  port: number,
-): number[] {
-  return pairs(segments, upstreamFrom, port).filter((p) => p.answerOut !== Infinity)
-    .map((p) => micros(p.answerIn, p.answerOut));
+): RouterHops {
+  const paired = pairs(segments, upstreamFrom, port);
+  const delays = (from: (p: Pair) => number, to: (p: Pair) => number) =>
+    paired.filter((p) => to(p) !== Infinity).map((p) => Math.round((to(p) - from(p)) * 1e6));
+  return {
+    first: delays((p) => p.requestIn, (p) => p.requestOut),
+    answer: delays((p) => p.answerIn, (p) => p.answerOut),
+  };
 }

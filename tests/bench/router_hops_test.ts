@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { answerHops, firstHops, parseTcpdumpLine, type Segment } from "./router_hops.ts";
+import { parseTcpdumpLine, routerHops, type Segment } from "./router_hops.ts";
+
+const firstHops = (segments: Segment[], from: string, port: number) =>
+  routerHops(segments, from, port).first;
+const answerHops = (segments: Segment[], from: string, port: number) =>
+  routerHops(segments, from, port).answer;
 
 const CLIENT = "198.18.1.10";
 const ROUTER = "198.19.0.1";
@@ -55,7 +60,7 @@ function back(at: number, inbound: boolean, dst: string, dstPort: number, length
   return { at, inbound, src: SERVER, srcPort: 443, dst, dstPort, syn: false, length };
 }
 
-Deno.test("firstHops pairs each client's first data with the next upstream SYN, in time order", () => {
+Deno.test("routerHops: the first hop pairs each client's first data with the next upstream SYN, in time order", () => {
   const segments: Segment[] = [
     seg(10.0, true, CLIENT, 1001, 0, true), // client SYN: no data yet
     seg(10.001, true, CLIENT, 1001, 243), // ClientHello in
@@ -77,7 +82,7 @@ Deno.test("firstHops pairs each client's first data with the next upstream SYN, 
   assert.deepEqual(firstHops(segments, "198.19.0.2", 443), []);
 });
 
-Deno.test("firstHops leaves out a client whose upstream SYN the capture missed, and no other", () => {
+Deno.test("routerHops leaves out a client whose upstream SYN the capture missed, and no other", () => {
   const segments: Segment[] = [
     seg(20.0, true, CLIENT, 1001, 243), // its SYN was not captured
     seg(20.0003, false, ROUTER, 2001, 243),
@@ -91,7 +96,7 @@ Deno.test("firstHops leaves out a client whose upstream SYN the capture missed, 
   assert.deepEqual(firstHops(segments, ROUTER, 443), [400, 300]);
 });
 
-Deno.test("answerHops measures from the server's first data in to the first data out to its client", () => {
+Deno.test("routerHops: the answer hop measures from the server's first data in to the first data out to its client", () => {
   const segments: Segment[] = [
     seg(30.0, true, CLIENT, 1001, 243),
     seg(30.0001, false, ROUTER, 2001, 0, true),

@@ -12,7 +12,7 @@ import { LAB_HOSTS } from "../lab/topology.ts";
 import type { BenchFiles } from "./bench_lab.ts";
 import { cpuSeconds, machineBusySeconds, median, quantile, rssKiB } from "./measure.ts";
 import { routerPids } from "./peers.ts";
-import { answerHops, firstHops, parseTcpdumpLine } from "./router_hops.ts";
+import { parseTcpdumpLine, routerHops } from "./router_hops.ts";
 
 /** HTTP (port 80) or TLS pass-through (port 443). */
 export type Proto = "http" | "https";
@@ -266,15 +266,15 @@ export async function latencyWithHops(
   const [status, lines] = await Promise.all([capture.status, text]);
   errors.cancel().catch(() => {});
   const segments = lines.split("\n").map(parseTcpdumpLine).filter((l) => l !== null);
-  const hops = firstHops(segments, lab.t.addr.routerWan4, port);
-  const answers = answerHops(segments, lab.t.addr.routerWan4, port).sort((a, b) => a - b);
+  const hops = routerHops(segments, lab.t.addr.routerWan4, port);
+  const answers = hops.answer.sort((a, b) => a - b);
   const unseen = (what: string): Figure => ({
     value: null,
     note: `no ${what} seen (tcpdump exit ${status.code}: ${said.trim()})`,
   });
   return {
     ...lat,
-    firstHop: hops.length === 0 ? unseen("first hop") : { value: median(hops) },
+    firstHop: hops.first.length === 0 ? unseen("first hop") : { value: median(hops.first) },
     answerHop: answers.length === 0 ? unseen("answer hop") : { value: quantile(answers, 0.9) },
   };
 }
