@@ -449,8 +449,9 @@ function tallied(now: number): void {
  * wake-up each (see {@link QUIET_MS}).
  */
 function flushReports(force = false): void {
-  if (outbox.length === 0 && tally.empty) return;
-  if (!force && !urgent && Date.now() - lateSince < OVERDUE_REPORT_MS) return;
+  const age = reportAge();
+  if (age < 0) return;
+  if (!force && !urgent && age < OVERDUE_REPORT_MS) return;
   const gathered = tally.take();
   if (gathered === null) self.postMessage(outbox.splice(0));
   else {
@@ -460,6 +461,11 @@ function flushReports(force = false): void {
   }
   urgent = false;
   lateSince = 0;
+}
+
+/** How long the oldest report not yet sent has waited, in ms; -1 when none waits. */
+function reportAge(): number {
+  return outbox.length > 0 || !tally.empty ? Date.now() - lateSince : -1;
 }
 
 async function loop(): Promise<void> {
@@ -476,10 +482,9 @@ async function loop(): Promise<void> {
       command(c);
     }
     const connections = greeted.size + relayCount + lingering.size;
-    let age = outbox.length > 0 || !tally.empty ? Date.now() - lateSince : -1;
     // Late reports go between connections rather than amid one.
-    flushReports(age >= LATE_REPORT_MS && connections === 0);
-    if (outbox.length === 0 && tally.empty) age = -1;
+    flushReports(connections === 0 && reportAge() >= LATE_REPORT_MS);
+    const age = reportAge();
     // With nothing open, the thread blocks for good only once its garbage is collected.
     const wait = age >= LATE_REPORT_MS
       ? QUIET_MS
@@ -539,7 +544,7 @@ function command(c: Exclude<RelayCommand, { kind: "stop" }>): void {
         fd: c.fd,
         proto: c.proto,
         paused: false,
-        noDelay: s.setsockopt(c.fd, IPPROTO_TCP, TCP_NODELAY, ONE, 4) === 0,
+        noDelay: setNoDelay(c.fd),
         drained: false,
       };
       listeners.set(c.listenId, l);
@@ -688,7 +693,7 @@ function greet(
 ): void {
   // Small writes (a TLS Finished, then the first request) must not wait for Nagle and a
   // delayed ACK: measured 40 ms at p99 for new TLS connections without this.
-  if (!l.noDelay || !l.drained) s.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, ONE, 4);
+  if (!l.noDelay || !l.drained) setNoDelay(fd);
   const local = socketAddressOf(libc, fd, "getsockname");
   const origin = local.ok ? originalDestinationOfFd(libc, fd, local.address) : local;
   const id = nextId++;
@@ -1002,7 +1007,7 @@ function relay(
   let started = false;
   if (fd < 0) errno = readErrno();
   else {
-    s.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, ONE, 4);
+    setNoDelay(fd);
     r.upstream = fd;
     r.up.dst = fd;
     r.down.src = fd;
@@ -1237,6 +1242,11 @@ function closedOnThread(
   fields.relay = "kernel";
   tally.closed(closedFields(fields, accepted, now, up, down, error), now, up, down, connectMs);
   tallied(now);
+}
+
+/** Sets `TCP_NODELAY` on `fd`; false when it could not be set. */
+function setNoDelay(fd: number): boolean {
+  return s.setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, ONE, 4) === 0;
 }
 
 function ctl(op: number, fd: number, mask: number): boolean {
