@@ -188,9 +188,9 @@ function parseRecords(bytes: Uint8Array): ClientHelloScan {
     const hs = joined === null
       ? bytes.subarray(firstFragment, firstFragment + hsLength)
       : joined.subarray(0, hsLength);
-    const body = parseBody(hs, messageEnd);
+    const body = parseBody(hs, messageEnd, bytesUsed);
     if (body.kind === "invalid") return body;
-    if (body.kind === "hello" && bytesUsed >= 0) return { ...body, bytesUsed };
+    if (body.kind === "hello" && bytesUsed >= 0) return body;
   }
   // The `need` check above already denies a buffer at the limit that is still
   // incomplete; both guards below are kept in case that reasoning breaks.
@@ -210,7 +210,7 @@ function minimumWireBytes(length: number): number {
 
 type BodyResult =
   | { kind: "incomplete" }
-  | { kind: "hello"; serverName: string | null; alpn: string[]; ech: boolean }
+  | Extract<ClientHelloResult, { kind: "hello" }>
   | { kind: "invalid"; reason: string };
 
 /**
@@ -220,10 +220,13 @@ type BodyResult =
  * `available` only means more bytes are needed.
  */
 class Reader {
-  offset: number;
-  readonly available: number;
-  end: number;
-  constructor(readonly bytes: Uint8Array, offset: number, end: number) {
+  bytes: Uint8Array = EMPTY;
+  offset = 0;
+  end = 0;
+  available = 0;
+  /** Starts over on `bytes`, from `offset`, for a message ending at `end`. */
+  reset(bytes: Uint8Array, offset: number, end: number): void {
+    this.bytes = bytes;
     this.offset = offset;
     this.end = end;
     this.available = Math.min(bytes.length, end);
@@ -244,11 +247,34 @@ class Reader {
   }
 }
 
-function parseBody(hs: Uint8Array, messageEnd: number): BodyResult {
+const EMPTY = new Uint8Array(0);
+
+/**
+ * The one reader of every parse (parsing is synchronous). A reader made per
+ * hello had a hidden class that died with the last of them, and V8 dropped
+ * the parser's optimized code with it at the next full collection
+ * (BENCHMARKS.md, "Optimized code kept across the idle collection").
+ */
+const reader = new Reader();
+
+/**
+ * Parses the handshake message `hs` (ending at `messageEnd`, -1 while its
+ * header is incomplete); a hello carries `bytesUsed` as given.
+ */
+function parseBody(hs: Uint8Array, messageEnd: number, bytesUsed: number): BodyResult {
   // Until the header is complete the end is unknown; the prefix is only
   // checked for the handshake type, already done by the caller.
   if (messageEnd < 0) return { kind: "incomplete" };
-  const r = new Reader(hs, HANDSHAKE_HEADER_BYTES, messageEnd);
+  reader.reset(hs, HANDSHAKE_HEADER_BYTES, messageEnd);
+  try {
+    return readBody(reader, hs, messageEnd, bytesUsed);
+  } finally {
+    // A joined hello can be 64 KiB: not held until the next one.
+    reader.reset(EMPTY, 0, 0);
+  }
+}
+
+function readBody(r: Reader, hs: Uint8Array, messageEnd: number, bytesUsed: number): BodyResult {
   const more = { kind: "incomplete" } as const;
   const field = (n: number): "ok" | BodyResult => {
     const status = r.need(n);
@@ -294,7 +320,9 @@ function parseBody(hs: Uint8Array, messageEnd: number): BodyResult {
   r.offset += compressionLength;
 
   // Extensions are optional before TLS 1.3 (RFC 5246 §7.4.1.2).
-  if (r.offset === messageEnd) return { kind: "hello", serverName: null, alpn: [], ech: false };
+  if (r.offset === messageEnd) {
+    return { kind: "hello", serverName: null, alpn: [], ech: false, bytesUsed };
+  }
   status = field(2);
   if (status !== "ok") return status;
   const extensionsLength = r.u16();
@@ -330,7 +358,7 @@ function parseBody(hs: Uint8Array, messageEnd: number): BodyResult {
       ech = true;
     }
   }
-  return { kind: "hello", serverName, alpn, ech };
+  return { kind: "hello", serverName, alpn, ech, bytesUsed };
 }
 
 /**
