@@ -64,7 +64,6 @@ import { selectAllowlist } from "../src/source_policy.ts";
 import { MAX_CLIENT_HELLO_BYTES, scanClientHello } from "../src/tls_client_hello.ts";
 import type {
   Greeting,
-  KernelRelayResult,
   PlanePolicy,
   PlaneProto,
   PlaneSettings,
@@ -362,6 +361,41 @@ const lingering = new Set<Lingering>();
 const dnsCopy = new DnsCopy();
 /** Collects this thread's garbage once it is quiet (V8's own idle work never runs here). */
 const collector = new IdleCollector();
+
+/** What is kept of a protocol's connections: see {@link exemplars}. */
+interface ConnectionExemplar {
+  /** The last `forward` command of the protocol (an HTTP one carries a check, a TLS one not). */
+  forward: Extract<RelayCommand, { kind: "forward" }> | null;
+  scanner: HttpHeadScanner | null;
+  relay: Relayed | null;
+  checker: RequestChecker | null;
+  closed: EventFields | null;
+}
+
+function connectionExemplar(): ConnectionExemplar {
+  return { forward: null, scanner: null, relay: null, checker: null, closed: null };
+}
+
+/**
+ * Objects kept only for their hidden classes, each until the next of its kind, in memory only
+ * (never written anywhere). Of each protocol: the last connection this thread relayed and closed
+ * cleanly (its record and its CLOSED line's fields) and the last head scanner and request checker
+ * done with; of the messages between the threads, the last batch of commands as it came, and the
+ * last command and report of each kind. V8's optimized code refers weakly to the hidden classes
+ * it was made for, and many of a connection's live only while an object has them (fields added
+ * after an object is made, spread copies, a number that outgrew its first representation,
+ * structured clones). The idle collection runs when nothing is open: it freed them, and V8
+ * dropped the optimized code of the whole connection path, made again only hundreds of
+ * connections later (BENCHMARKS.md, "Optimized code kept across the idle collection").
+ */
+const exemplars = {
+  HTTP: connectionExemplar(),
+  HTTPS: connectionExemplar(),
+  message: null as MessageEvent<RelayCommand[]> | null,
+  commands: new Map<RelayCommand["kind"], RelayCommand>(),
+  reports: new Map<RelayReport["kind"], RelayReport>(),
+};
+
 /** A connection this thread allowed by itself: its ALLOWED line, when it was decided, its name. */
 interface ThreadAllow {
   fields: EventFields;
@@ -397,6 +431,7 @@ let arrived: (() => void) | undefined;
 const init = await new Promise<WorkerInit>((resolve) => {
   self.onmessage = (e: MessageEvent<WorkerInit>) => {
     self.onmessage = (m: MessageEvent<RelayCommand[]>) => {
+      exemplars.message = m;
       received++;
       inbox.push(...m.data);
       arrived?.();
@@ -427,6 +462,7 @@ if (epfd < 0 || !ctl(EPOLL_CTL_ADD, init.eventFd, EPOLLIN)) {
 }
 
 function report(message: RelayReport): void {
+  exemplars.reports.set(message.kind, message);
   outbox.push(message);
   if (message.kind === "greeting" || message.kind === "failed" || message.kind === "stopped") {
     urgent = true;
@@ -536,6 +572,7 @@ async function loop(): Promise<void> {
 }
 
 function command(c: Exclude<RelayCommand, { kind: "stop" }>): void {
+  exemplars.commands.set(c.kind, c);
   switch (c.kind) {
     case "listen": {
       const l: Listening = {
@@ -938,6 +975,7 @@ function forward(c: Extract<RelayCommand, { kind: "forward" }>): void {
     report({ kind: "done", id: c.id, up: 0, down: 0, error: "closed" });
     return;
   }
+  exemplars[g.proto].forward = c;
   relay(g, c, c, c.check, null);
 }
 
@@ -966,6 +1004,7 @@ function relay(
   allow: ThreadAllow | null,
 ): void {
   greeted.delete(g.id);
+  if (g.scanner !== null) exemplars[g.proto].scanner = g.scanner;
   const now = Date.now();
   const first = g.length === g.buffer.length ? g.buffer : g.buffer.subarray(0, g.length);
   const r: Relayed = {
@@ -1071,7 +1110,10 @@ function checkClient(
   const checker = r.checker ?? checkerFor(r, r.pinnedName, afterFirst, firstHead);
   r.checker = checker;
   const step = checker.push(chunk);
-  if (step.next === "more" && checker.idle) r.checker = null;
+  if (step.next === "more" && checker.idle) {
+    r.checker = null;
+    exemplars[r.proto].checker = checker;
+  }
   return step;
 }
 
@@ -1220,13 +1262,20 @@ function finish(r: Relayed, error?: string): void {
   const now = Date.now();
   const up = r.up.bytes, down = r.down.bytes;
   const connectMs = r.connectMs >= 0 ? r.connectMs : undefined;
+  if (error === undefined) exemplars[r.proto].relay = r;
   if (r.fields !== null) {
     return closedOnThread(r.fields, r.accepted, now, up, down, error, connectMs);
   }
-  const ended: KernelRelayResult = { up, down, endedAt: now };
-  if (connectMs !== undefined) ended.connectMs = connectMs;
-  if (error !== undefined) ended.error = error;
-  report({ kind: "done", id: r.id, ...ended });
+  const done: Extract<RelayReport, { kind: "done" }> = {
+    kind: "done",
+    id: r.id,
+    up,
+    down,
+    endedAt: now,
+  };
+  if (connectMs !== undefined) done.connectMs = connectMs;
+  if (error !== undefined) done.error = error;
+  report(done);
 }
 
 /** The CLOSED line and counts of a connection this thread allowed by itself, into the tally. */
@@ -1240,7 +1289,9 @@ function closedOnThread(
   connectMs?: number,
 ): void {
   fields.relay = "kernel";
-  tally.closed(closedFields(fields, accepted, now, up, down, error), now, up, down, connectMs);
+  const closed = closedFields(fields, accepted, now, up, down, error);
+  if (error === undefined) exemplars[fields.proto].closed = closed;
+  tally.closed(closed, now, up, down, connectMs);
   tallied(now);
 }
 
