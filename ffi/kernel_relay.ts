@@ -258,6 +258,13 @@ export class KernelRelay {
   readonly #pending = new Map<number, Pending>();
   readonly #listeners = new Map<number, ListenerHandlers>();
   #outbox: RelayCommand[] = [];
+  /**
+   * The thread's last batch of reports as it came, kept until the next for its hidden classes
+   * (structured clones and the event): the main thread's idle collection freed them with nothing
+   * open, and V8 dropped the optimized code that reads them (the thread keeps its own exemplars,
+   * see `kernel_relay_worker.ts`).
+   */
+  #lastBatch: MessageEvent<RelayReport[]> | null = null;
   #nextListenId = 1;
   /** epoll fds of Deno's reactor, found once (they live as long as the process). */
   #reactors: number[] | undefined;
@@ -323,6 +330,7 @@ export class KernelRelay {
       type: "module",
     });
     this.#worker.onmessage = (e: MessageEvent<RelayReport[]>) => {
+      this.#lastBatch = e;
       for (const report of e.data) this.#received(report);
     };
     this.#worker.onerror = (e: ErrorEvent) => {
