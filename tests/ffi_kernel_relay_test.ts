@@ -20,6 +20,7 @@ import {
   writeAll,
 } from "./fixtures/core_net.ts";
 import { buildHello } from "./tls_records.ts";
+import { deoptimizedIn, markerAt, optimizedIn, runTraced } from "./fixtures/v8_trace.ts";
 
 const libcPath = openLibc().path;
 
@@ -604,27 +605,20 @@ Deno.test("relay thread: its optimized code, and the main thread's, outlive the 
   // connection's live only while an object has them: without the exemplars (the thread's, and the
   // main thread's last batch of reports), a collection run when nothing is open threw away the
   // optimized code of the whole path.
-  const fixture = new URL("./fixtures/relay_collection_fixture.ts", import.meta.url);
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: ["run", "--allow-all", "--v8-flags=--expose-gc,--trace-opt,--trace-deopt", fixture.href],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  const quiet = text.search(/^QUIET/m);
-  const collected = text.search(/^COLLECTED/m);
-  const mainCollected = text.search(/^MAIN COLLECTED/m);
+  const text = await runTraced(
+    new URL("./fixtures/relay_collection_fixture.ts", import.meta.url),
+    ["--allow-all"],
+  );
+  const quiet = markerAt(text, "QUIET");
+  const collected = markerAt(text, "COLLECTED");
+  const mainCollected = markerAt(text, "MAIN COLLECTED");
   assert.ok(quiet > 0 && collected > quiet && mainCollected > collected, "the markers printed");
   // Only then does the check below say anything: the path was optimized before.
-  const optimized = text.slice(0, quiet).match(/completed (?:compiling|optimizing) [^\n]*/g) ?? [];
+  const optimized = optimizedIn(text.slice(0, quiet));
   for (
     const name of ["readFirst", "relay", "checkClient", "finish", "KernelRelay.#worker.onmessage"]
   ) {
-    assert.ok(optimized.some((line) => line.includes(`<JSFunction ${name} `)), `${name} optimized`);
+    assert.ok(optimized.has(name), `${name} optimized`);
   }
-  const dropped = [
-    ...text.slice(quiet, mainCollected).matchAll(/SharedFunctionInfo ([^>]*)>.*reason: ([^\]]*)/g),
-  ].map(([, name, reason]) => `${name}: ${reason}`);
-  assert.deepEqual(dropped, []);
+  assert.deepEqual(deoptimizedIn(text.slice(quiet, mainCollected)), []);
 });

@@ -23,6 +23,7 @@ import {
   serverNameData,
   splitRecords,
 } from "./tls_records.ts";
+import { deoptimizedIn, markerAt, optimizedIn, runTraced } from "./fixtures/v8_trace.ts";
 
 type IndexEntry = {
   file: string;
@@ -670,31 +671,17 @@ Deno.test("the parser's optimized code outlives a full collection with no hello 
   // V8's optimized code refers weakly to the hidden classes it was made for. A reader object per
   // hello, and a hello copied by spreading, had classes that died with the last connection: the
   // relay thread's idle collection then threw the parser's optimized code away.
-  const fixture = new URL("./fixtures/parser_collection_fixture.ts", import.meta.url);
-  const out = await new Deno.Command(Deno.execPath(), {
-    args: [
-      "run",
-      "--allow-read",
-      "--allow-ffi",
-      "--v8-flags=--expose-gc,--trace-opt,--trace-deopt",
-      fixture.href,
-    ],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  const text = new TextDecoder().decode(out.stdout);
-  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
-  const start = text.indexOf("COLLECTING");
-  const end = text.indexOf("COLLECTED\n");
+  const text = await runTraced(
+    new URL("./fixtures/parser_collection_fixture.ts", import.meta.url),
+    ["--allow-read", "--allow-ffi"],
+  );
+  const start = markerAt(text, "COLLECTING");
+  const end = markerAt(text, "COLLECTED");
   assert.ok(start > 0 && end > start, "both markers printed");
   // Only then does the check below say anything: the parser was optimized before.
-  const optimized = text.slice(0, start).match(/completed (?:compiling|optimizing) [^\n]*/g) ?? [];
+  const optimized = optimizedIn(text.slice(0, start));
   for (const name of ["parseRecords", "parseBody"]) {
-    assert.ok(optimized.some((line) => line.includes(`<JSFunction ${name} `)), `${name} optimized`);
+    assert.ok(optimized.has(name), `${name} optimized`);
   }
-  const dropped = [
-    ...text.slice(start, end).matchAll(/SharedFunctionInfo ([^>]*)>.*reason: ([^\]]*)/g),
-  ]
-    .map(([, name, reason]) => `${name}: ${reason}`);
-  assert.deepEqual(dropped, []);
+  assert.deepEqual(deoptimizedIn(text.slice(start, end)), []);
 });
